@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny randomly initialised models (fast), and test images."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vqcodec.codec import VQCodec
+from vqcodec.config import ModelConfig
+from vqcodec.prior import IntegerPrior, exp_table
+from vqcodec.training_cli import export_model
+
+TINY = ModelConfig(name="tiny-test", channels=(8, 16), latent_dim=4, codebook_size=16, num_stages=3,
+                   prior_hidden=8, prior_passes=4)
+
+
+def integer_prior(cfg: ModelConfig, seed: int = 0) -> IntegerPrior:
+    """An IntegerPrior made from integers alone (no float maths), so its tables are the same everywhere."""
+    rng = np.random.default_rng(seed)
+    s, k, d, hdn = cfg.num_stages, cfg.codebook_size, cfg.latent_dim, cfg.prior_hidden
+    c_in = 2 * d + 1
+    ints = lambda lo, hi, shape: torch.from_numpy(rng.integers(lo, hi, shape)).to(torch.int64)
+    t = {"codebooks": ints(-400, 400, (s, k, d))}
+    for name, shape in (("conv1", (hdn, c_in, 3, 3)), ("conv2", (hdn, hdn, 1, 1)), ("conv3", (k, hdn, 1, 1))):
+        t[f"{name}.weight"] = ints(-127, 128, (s,) + shape)
+        t[f"{name}.bias"] = ints(-2000, 2000, (s, shape[0]))
+        t[f"{name}.mult"] = ints(1 << 14, 1 << 17, (s, shape[0]))
+    t["exp_table"] = torch.from_numpy(exp_table())
+    return IntegerPrior(cfg, t)
+
+
+@pytest.fixture(scope="session")
+def tiny_codec() -> VQCodec:
+    torch.set_num_threads(1)
+    return VQCodec.random(TINY, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_codec):
+    path = tmp_path_factory.mktemp("models") / TINY.name
+    weights = VQCodec.serialize(tiny_codec.autoencoder, tiny_codec.prior)
+    export_model(weights, TINY, {}, path)
+    return path
+
+
+@pytest.fixture
+def photo_like() -> Image.Image:
+    """A small RGB image with smooth gradients, edges and noise (37 x 29: not a multiple of anything)."""
+    rng = np.random.default_rng(1)
+    y, x = np.mgrid[0:29, 0:37]
+    arr = np.stack([x * 6, y * 8, (x + y) * 3], -1) + rng.normal(0, 8, (29, 37, 3))
+    arr[10:20, 5:15] = [250, 30, 30]
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")

@@ -1,0 +1,97 @@
+"""The exact part: indices -> bytes -> indices, identical tables across thread counts, golden bytes."""
+import numpy as np
+import pytest
+import torch
+
+from vqcodec.coding import IndexCoder
+from vqcodec.container import FormatError
+from vqcodec.entropy import SymbolDecoder, SymbolEncoder
+from vqcodec.prior import build_context, pass_masks
+
+from conftest import TINY, integer_prior
+
+
+@pytest.mark.parametrize("h,w,q", [(1, 1, 1), (1, 7, 2), (5, 3, 3), (16, 16, 3)])
+def test_indices_round_trip_exactly(h, w, q):
+    coder = IndexCoder(integer_prior(TINY))
+    indices = torch.from_numpy(np.random.default_rng(h * w * q).integers(0, 16, (h, w, q)))
+    payload = coder.encode(indices)
+    assert torch.equal(coder.decode(payload, h, w, q), indices)
+
+
+def test_prior_tables_identical_across_thread_counts():
+    prior = integer_prior(TINY)
+    rng = np.random.default_rng(3)
+    ctx = torch.from_numpy(rng.integers(-127, 128, (2 * TINY.latent_dim + 1, 40, 33)))
+    mask = pass_masks(40, 33, 4)[2]
+    before = torch.get_num_threads()
+    try:
+        tables = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            tables.append(prior.frequencies(1, ctx, mask))
+    finally:
+        torch.set_num_threads(before)
+    assert tables[0].dtype == np.int64 and (tables[0] >= 1).all()
+    assert np.array_equal(tables[0], tables[1])
+
+
+def test_prior_uses_context():
+    prior = integer_prior(TINY)
+    h = w = 6
+    masks = pass_masks(h, w, 4)
+    prev = torch.zeros(TINY.latent_dim, h, w, dtype=torch.int64)
+    cur_a = prior.input_vectors(0, torch.zeros(h, w, dtype=torch.int64))
+    cur_b = prior.input_vectors(0, torch.full((h, w), 5, dtype=torch.int64))
+    known = masks[0][None].long()
+    a = prior.frequencies(0, build_context(prior.to_input(prev), prior.to_input(cur_a), known), masks[1])
+    b = prior.frequencies(0, build_context(prior.to_input(prev), prior.to_input(cur_b), known), masks[1])
+    assert not np.array_equal(a, b)
+
+
+def test_pass_masks_partition_the_grid():
+    for passes in (1, 2, 4):
+        m = pass_masks(5, 7, passes)
+        assert torch.equal(m.sum(0), torch.ones(5, 7, dtype=torch.long))
+
+
+def test_golden_payload_bytes():
+    """Pins the coding order, the prior's arithmetic and the entropy coder. Regenerate only on purpose
+    (and bump FORMAT_VERSION): print(payload.hex())."""
+    coder = IndexCoder(integer_prior(TINY, seed=7))
+    indices = torch.from_numpy(np.random.default_rng(11).integers(0, 16, (6, 5, 3)))
+    payload = coder.encode(indices)
+    assert payload.hex() == GOLDEN_PAYLOAD_HEX
+    assert torch.equal(coder.decode(bytes.fromhex(GOLDEN_PAYLOAD_HEX), 6, 5, 3), indices)
+
+
+GOLDEN_PAYLOAD_HEX = "4ff4a6290a2131eccd8c9c4699a3b3dbe93af121a89c3fe805bfe90898c2f17f53e7bb1df8a705da87e44d65c581c9305e9205b40468f436"
+
+
+def test_truncated_or_garbage_payload_is_an_error_not_a_hang():
+    coder = IndexCoder(integer_prior(TINY))
+    indices = torch.from_numpy(np.random.default_rng(0).integers(0, 16, (8, 8, 3)))
+    payload = coder.encode(indices)
+    for bad in (payload[:4], b"", b"\x00" * 3, b"\xff" * 8):
+        try:
+            out = coder.decode(bad, 8, 8, 3)
+        except FormatError as e:
+            assert "corrupt .vq payload" in str(e)
+        else:  # a range coder may read garbage as some indices: they must still be valid ones
+            assert out.shape == (8, 8, 3) and int(out.min()) >= 0 and int(out.max()) < 16
+
+
+def test_entropy_coder_round_trip_and_overhead():
+    rng = np.random.default_rng(0)
+    freqs = rng.integers(1, 5000, (3000, 64))
+    symbols = rng.integers(0, 64, 3000)
+    enc = SymbolEncoder()
+    enc.encode(symbols[:1000], freqs[:1000])
+    enc.encode(symbols[1000:], freqs[1000:])
+    data = enc.finish()
+    dec = SymbolDecoder(data)
+    out = np.concatenate([dec.decode(freqs[:1000]), dec.decode(freqs[1000:])])
+    assert np.array_equal(out, symbols)
+    p = freqs / freqs.sum(1, keepdims=True)
+    ideal = -np.log2(p[np.arange(3000), symbols]).sum()
+    assert 8 * len(data) < ideal * 1.005 + 64

@@ -1,0 +1,99 @@
+"""The VQ-VAE: convolutional encoder, residual VQ, convolutional decoder (float; torch)."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .config import ModelConfig
+from .quantizer import ResidualVQ
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True),
+                                  nn.Conv2d(c, c, 3, padding=1))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        c = cfg.channels
+        layers: list[nn.Module] = [nn.Conv2d(3, c[0], 5, stride=2, padding=2), nn.ReLU(inplace=True)]
+        for i in range(1, len(c)):
+            layers += [nn.Conv2d(c[i - 1], c[i], 3, stride=2, padding=1), nn.ReLU(inplace=True)]
+            layers += [ResBlock(c[i]) for _ in range(i)]
+        layers += [nn.Conv2d(c[-1], cfg.latent_dim, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):  # (B, 3, H, W) in [0, 1] -> (B, D, H/f, W/f)
+        return self.net(x - 0.5)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        c = cfg.channels
+        layers: list[nn.Module] = [nn.Conv2d(cfg.latent_dim, c[-1], 3, padding=1), nn.ReLU(inplace=True)]
+        layers += [ResBlock(c[-1]) for _ in range(len(c) - 1)]
+        for i in range(len(c) - 1, 0, -1):
+            layers += [nn.Conv2d(c[i], c[i - 1] * 4, 3, padding=1), nn.PixelShuffle(2), nn.ReLU(inplace=True)]
+            if i > 1:
+                layers += [ResBlock(c[i - 1])]
+        layers += [nn.Conv2d(c[0], 3 * 4, 3, padding=1), nn.PixelShuffle(2)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z):  # (B, D, h, w) -> (B, 3, h*f, w*f)
+        return self.net(z) + 0.5
+
+
+class VQAutoencoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.rvq = ResidualVQ(cfg.num_stages, cfg.codebook_size, cfg.latent_dim)
+        self.decoder = Decoder(cfg)
+
+    @staticmethod
+    def _flatten(z):  # (B, D, h, w) -> (B*h*w, D)
+        return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+
+    @staticmethod
+    def _unflatten(v, b, h, w):  # (B*h*w, D) -> (B, D, h, w)
+        return v.reshape(b, h, w, -1).permute(0, 3, 1, 2)
+
+    def forward(self, x: torch.Tensor, stages_per_sample: torch.Tensor):
+        """Training pass. x: (B, 3, H, W); stages_per_sample: (B,) in 1..S (quantizer dropout).
+
+        Returns (reconstruction, commitment loss, indices (B, h, w, S)).
+        """
+        z = self.encoder(x)
+        b, d, h, w = z.shape
+        flat = self._flatten(z)
+        quantized, indices = self.rvq(flat)
+        stacked = torch.stack(quantized, 0)  # (S, N, D)
+        keep = (torch.arange(len(quantized), device=x.device)[:, None] <
+                stages_per_sample.repeat_interleave(h * w)[None]).to(stacked.dtype)
+        partial = (stacked * keep[..., None]).sum(0)  # (N, D)
+        commit = (flat - stacked.sum(0).detach()).pow(2).mean()
+        zq = flat + (partial - flat).detach()  # straight-through
+        recon = self.decoder(self._unflatten(zq, b, h, w))
+        return recon, commit, indices.reshape(b, h, w, -1)
+
+    @torch.no_grad()
+    def encode_indices(self, x: torch.Tensor, num_stages: int) -> torch.Tensor:
+        """x: (B, 3, H, W), H and W multiples of f -> indices (B, h, w, q) int64."""
+        z = self.encoder(x)
+        b, _, h, w = z.shape
+        return self.rvq.encode(self._flatten(z), num_stages).reshape(b, h, w, num_stages)
+
+    @torch.no_grad()
+    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        """indices: (B, h, w, q) -> image (B, 3, h*f, w*f), clamped to [0, 1]."""
+        b, h, w, q = indices.shape
+        v = self.rvq.decode(indices.reshape(-1, q))
+        return self.decoder(self._unflatten(v, b, h, w)).clamp(0, 1)

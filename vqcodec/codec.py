@@ -1,0 +1,180 @@
+"""The codec: VQ-VAE indices, coded with the integer prior into a .vq container.
+
+compress:   image -> pad -> encoder + residual VQ -> indices (h, w, q)
+            -> for each stage, for each pass: integer prior tables -> range coder -> payload -> .vq
+decompress: .vq -> header checks -> same prior evaluations, decoding each pass -> indices -> decoder -> crop
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from . import container
+from .autoencoder import VQAutoencoder
+from .config import ModelConfig
+from .container import FormatError, Header
+from .coding import timer
+from .coding import IndexCoder
+from .images import from_rgb_array, open_image, pad_to_multiple, to_codec_mode, to_rgb_array
+from .prior import IntegerPrior, PriorNet
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+DEFAULT_MODEL = "vqf8-v1"
+
+
+class ModelMismatchError(ValueError):
+    """The .vq file was made with another model than the one loaded."""
+
+
+def models_dir() -> Path:
+    """Where shipped models live: the installed vqcodec.models package, or models/ of a checkout."""
+    try:
+        import vqcodec.models as shipped  # installed: models/ is packaged as vqcodec.models
+        return Path(shipped.__path__[0])
+    except ImportError:
+        return Path(__file__).resolve().parents[1] / "models"
+
+
+def weights_hash(weights: bytes) -> bytes:
+    return hashlib.sha256(weights).digest()[:container.MODEL_HASH_BYTES]
+
+
+class VQCodec:
+    def __init__(self, autoencoder: VQAutoencoder, prior: IntegerPrior, weights: bytes, device: str = "cpu"):
+        self.cfg = autoencoder.cfg
+        self.device = torch.device(device)
+        self.autoencoder = autoencoder.to(self.device).eval()
+        self.prior = prior.to(self.device)
+        self.coder = IndexCoder(self.prior)
+        self.model_name = self.cfg.name
+        self.model_hash = weights_hash(weights)
+        self.last_timings: dict[str, float] = {}
+
+    # --- construction ------------------------------------------------------------------------
+    @staticmethod
+    def serialize(autoencoder: VQAutoencoder, prior: IntegerPrior) -> bytes:
+        tensors = {f"ae.{k}": v.detach().float().cpu().contiguous()
+                   for k, v in autoencoder.state_dict().items() if v.dtype.is_floating_point}
+        for k, v in prior.tensors().items():
+            small = torch.int8 if k.endswith(".weight") else torch.int32
+            tensors[f"prior.{k}"] = v.to(small).cpu().contiguous()
+        return save_safetensors(tensors, metadata={"config": json.dumps(autoencoder.cfg.to_dict())})
+
+    @classmethod
+    def from_bytes(cls, weights: bytes, config: ModelConfig, device: str = "cpu") -> "VQCodec":
+        tensors = load_safetensors(weights)
+        ae = VQAutoencoder(config)
+        ae_state = {k[3:]: v for k, v in tensors.items() if k.startswith("ae.")}
+        ae_state.update({k: v for k, v in ae.state_dict().items() if not v.dtype.is_floating_point
+                         and k not in ae_state})
+        for vq in ae.rvq.stages:  # exported codebooks are initialised
+            vq.initialized.fill_(True)
+        ae.load_state_dict({**ae.state_dict(), **ae_state})
+        prior = IntegerPrior(config, {k[6:]: v for k, v in tensors.items() if k.startswith("prior.")})
+        return cls(ae, prior, weights, device)
+
+    @classmethod
+    def load(cls, model_dir: str | Path, device: str = "cpu") -> "VQCodec":
+        model_dir = Path(model_dir)
+        try:
+            config = ModelConfig.from_dict(json.loads((model_dir / CONFIG_FILE).read_text()))
+            weights = (model_dir / WEIGHTS_FILE).read_bytes()
+        except FileNotFoundError as e:
+            raise ValueError(f"not a vqcodec model directory: {model_dir} (missing {Path(e.filename).name})") from None
+        return cls.from_bytes(weights, config, device)
+
+    @classmethod
+    def random(cls, config: ModelConfig | None = None, seed: int = 0, device: str = "cpu") -> "VQCodec":
+        """A randomly initialised model (for tests): codebooks from k-means on random latents."""
+        config = config or ModelConfig(name="tiny-random", channels=(8, 16), latent_dim=4, codebook_size=16,
+                                       num_stages=3, prior_hidden=8)
+        torch.manual_seed(seed)
+        ae = VQAutoencoder(config).train()
+        with torch.no_grad():
+            ae.rvq(torch.randn(1024, config.latent_dim))  # k-means init of every stage
+        prior_net = PriorNet(config)
+        prior = IntegerPrior.from_float(prior_net, [vq.codebook for vq in ae.rvq.stages])
+        return cls.from_bytes(cls.serialize(ae.eval(), prior), config, device)
+
+    @property
+    def qualities(self) -> list[int]:
+        return list(range(1, self.cfg.num_stages + 1))
+
+    def check_quality(self, quality: int) -> int:
+        if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= self.cfg.num_stages:
+            raise ValueError(f"quality must be an integer from 1 to {self.cfg.num_stages}, not {quality!r}")
+        return int(quality)
+
+    # --- images <-> .vq bytes ------------------------------------------------------------------
+    def compress(self, image, quality: int, notes: list[str] | None = None) -> bytes:
+        quality = self.check_quality(quality)
+        timings: dict[str, float] = {}
+        im, mode, conversion_notes = to_codec_mode(open_image(image))
+        if notes is not None:
+            notes.extend(conversion_notes)
+        width, height = im.size
+        header = Header(self.model_name, self.model_hash, width, height, mode, quality)
+        header.validate()
+        with timer(timings, "network_s"):
+            arr = pad_to_multiple(to_rgb_array(im), self.cfg.downsampling)
+            x = torch.from_numpy(np.array(arr)).to(self.device).permute(2, 0, 1)[None].float() / 255
+            indices = self.autoencoder.encode_indices(x, quality)[0]  # (h, w, q)
+        payload = self.coder.encode(indices, timings)
+        self.last_timings = timings
+        return container.pack(header, payload)
+
+    def read_header(self, data: bytes) -> tuple[Header, bytes]:
+        header, payload = container.unpack(data)
+        if header.model_name != self.model_name or header.model_hash != self.model_hash:
+            raise ModelMismatchError(
+                f"this file was made with model {header.model_name} (weights {header.model_hash.hex()}); "
+                f"the loaded model is {self.model_name} (weights {self.model_hash.hex()})")
+        if header.quality > self.cfg.num_stages:
+            raise FormatError(f"corrupt .vq header (quality {header.quality} > {self.cfg.num_stages})")
+        return header, payload
+
+    def decompress(self, data: bytes) -> Image.Image:
+        header, payload = self.read_header(data)
+        timings: dict[str, float] = {}
+        f = self.cfg.downsampling
+        h, w = -(-header.height // f), -(-header.width // f)
+        indices = self.coder.decode(payload, h, w, header.quality, timings)
+        with timer(timings, "network_s"):
+            x = self.autoencoder.decode_indices(indices[None])[0]
+            arr = (x * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        self.last_timings = timings
+        return from_rgb_array(arr, header.width, header.height, header.mode)
+
+
+def resolve_model_dir(model: str | Path | None) -> Path:
+    """None -> the default shipped model; a shipped model's name; or a path to a model directory."""
+    if model is None:
+        model = DEFAULT_MODEL
+    path = Path(model)
+    if (path / CONFIG_FILE).exists():
+        return path
+    shipped = models_dir() / str(model)
+    if (shipped / CONFIG_FILE).exists():
+        return shipped
+    available = sorted(p.parent.name for p in models_dir().glob(f"*/{CONFIG_FILE}"))
+    raise ValueError(f"unknown model {model!s} (shipped models: {', '.join(available) or 'none'})")
+
+
+_CACHE: dict[tuple[str, str], VQCodec] = {}
+
+
+def load_codec(model: str | Path | None = None, device: str = "cpu") -> VQCodec:
+    """Load (and cache) a model by name or directory."""
+    model_dir = resolve_model_dir(model)
+    key = (str(model_dir.resolve()), str(device))
+    if key not in _CACHE:
+        _CACHE[key] = VQCodec.load(model_dir, device)
+    return _CACHE[key]

@@ -1,0 +1,209 @@
+"""The learned prior over residual-VQ indices, trained in float and evaluated exactly in integers.
+
+For stage s and position (i, j) the prior sees
+  * the sum of the codebook vectors of stages < s in a 3x3 neighbourhood (coarser residual stages), and
+  * stage s's own vectors at neighbours decoded in earlier passes of a fixed 2x2 schedule.
+Each stage has its own small network: conv3x3 -> ReLU -> conv1x1 -> ReLU -> conv1x1 (K logits).
+The number of network evaluations per image is num_stages * prior_passes, whatever the image size.
+
+Training (PriorNet) simulates the integer arithmetic (fake quantisation with straight-through
+gradients). Export (PriorNet.to_integer) produces IntegerPrior, whose evaluation uses only integers:
+int8 weights, uint8 activations, int64 accumulators and requantisation by multiply and shift, logits
+in 1/16 nat, and a softmax through a fixed table of integer exponentials. The convolutions run as
+float64 matrix products in which every value and partial sum is an integer below 2**53, so the
+result is exact whatever the summation order, thread count or device.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import ModelConfig
+
+PASS_ORDER = ((0, 0), (1, 1), (0, 1), (1, 0))  # (row parity, column parity) decoded in each pass
+ACT_SCALE = 1 / 32          # uint8 activations represent 0 .. 255/32
+LOGIT_SCALE = 1 / 16        # integer logits are in 1/16 nat
+INPUT_FRAC_BITS = 4         # extra fractional bits of the integer codebooks
+REQUANT_SHIFT = 24
+EXP_TABLE_ONE = 1 << 16     # exp(0) in the softmax table
+
+
+def pass_masks(h: int, w: int, passes: int) -> torch.Tensor:
+    """(passes, h, w) bool: which positions each pass decodes. passes must be 1, 2 or 4."""
+    i = torch.arange(h)[:, None] % 2
+    j = torch.arange(w)[None, :] % 2
+    if passes == 1:
+        return torch.ones(1, h, w, dtype=torch.bool)
+    if passes == 2:
+        return torch.stack([(i + j) % 2 == 0, (i + j) % 2 == 1])
+    if passes == 4:
+        return torch.stack([(i == a) & (j == b) for a, b in PASS_ORDER])
+    raise ValueError(f"prior_passes must be 1, 2 or 4, not {passes}")
+
+
+def exp_table() -> np.ndarray:
+    """EXP[d] = round(2**16 * exp(-d/16)), down to 1. Stored with the model, so it is data, not math."""
+    vals, d = [], 0
+    while True:
+        v = max(1, round(EXP_TABLE_ONE * math.exp(-d * LOGIT_SCALE)))
+        vals.append(v)
+        if v == 1:
+            return np.array(vals, dtype=np.int64)
+        d += 1
+
+
+def _ste_round(x: torch.Tensor) -> torch.Tensor:
+    return x + (torch.round(x) - x).detach()
+
+
+def _fake_quant_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-output-channel symmetric int8. Returns (dequantised weight, scale (C_out,))."""
+    scale = w.detach().abs().flatten(1).amax(1).clamp_min(1e-8) / 127
+    shape = (-1,) + (1,) * (w.dim() - 1)
+    return _ste_round(w / scale.view(shape)).clamp(-127, 127) * scale.view(shape), scale
+
+
+class PriorNet(nn.Module):
+    """All stages' prior networks, run together as grouped convolutions (float, for training)."""
+
+    def __init__(self, cfg: ModelConfig, input_scale: float = 8.0):
+        super().__init__()
+        self.cfg = cfg
+        s, d, hdn, k = cfg.num_stages, cfg.latent_dim, cfg.prior_hidden, cfg.codebook_size
+        self.in_ch = 2 * d + 1
+        self.conv1 = nn.Conv2d(s * self.in_ch, s * hdn, 3, padding=1, groups=s)
+        self.conv2 = nn.Conv2d(s * hdn, s * hdn, 1, groups=s)
+        self.conv3 = nn.Conv2d(s * hdn, s * k, 1, groups=s)
+        # integer input = round(vector * input_scale), a power of two chosen from the codebooks
+        self.register_buffer("input_scale", torch.tensor(float(input_scale)))
+        self.quantize = True
+
+    def quantize_input(self, v: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(torch.round(v * self.input_scale), -127, 127)
+
+    def _conv(self, x, conv, act_in_scale):
+        if not self.quantize:
+            return conv(x)
+        w, _ = _fake_quant_weight(conv.weight)
+        return F.conv2d(x, w, conv.bias, padding=conv.padding, groups=conv.groups)
+
+    def _act(self, y):
+        if not self.quantize:
+            return F.relu(y)
+        return _ste_round(F.relu(y) / ACT_SCALE).clamp(0, 255) * ACT_SCALE
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """inputs: (B, S, 2D+1, h, w) integer-valued context -> logits (B, S, K, h, w) in nats."""
+        b, s, c, h, w = inputs.shape
+        x = self._act(self._conv(inputs.reshape(b, s * c, h, w), self.conv1, 1.0))
+        x = self._act(self._conv(x, self.conv2, ACT_SCALE))
+        y = self._conv(x, self.conv3, ACT_SCALE)
+        if self.quantize:
+            y = _ste_round(y / LOGIT_SCALE) * LOGIT_SCALE
+        return y.reshape(b, s, -1, h, w)
+
+
+def build_context(prev_sum_q: torch.Tensor, cur_q: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Context tensor of one or more stages.
+
+    prev_sum_q: (..., D, h, w) integer inputs of the stages below; cur_q: (..., D, h, w) this stage's
+    integer inputs; known: (..., 1, h, w) 1 where this stage's index is already decoded.
+    -> (..., 2D+1, h, w)
+    """
+    return torch.cat([prev_sum_q, cur_q * known, known * 64], dim=-3)
+
+
+def training_contexts(prior: PriorNet, codebooks: list[torch.Tensor], indices: torch.Tensor,
+                      pass_index: torch.Tensor | None = None):
+    """indices: (B, h, w, S) -> (contexts (B', S, 2D+1, h, w), targets (B', S, h, w), scored (B', 1, 1, h, w)).
+
+    With pass_index (B,), each sample appears once, at that pass; without it, once per pass (B' = B * P).
+    Positions of earlier passes are known; the positions of the pass itself are scored.
+    """
+    b, h, w, s = indices.shape
+    vecs = torch.stack([codebooks[t][indices[..., t]] for t in range(s)], 1)  # (B, S, h, w, D)
+    vecs = vecs.permute(0, 1, 4, 2, 3)                                        # (B, S, D, h, w)
+    prev = torch.cumsum(vecs, 1) - vecs                                        # exclusive prefix sum
+    prev_q, cur_q = prior.quantize_input(prev), prior.quantize_input(vecs)
+    masks = pass_masks(h, w, prior.cfg.prior_passes).to(indices.device)        # (P, h, w)
+    known = (torch.cumsum(masks.int(), 0) - masks.int()).bool()                # decoded before pass p
+    targets = indices.permute(0, 3, 1, 2)                                      # (B, S, h, w)
+    if pass_index is not None:
+        kn = known[pass_index].to(vecs.dtype)[:, None, None].expand(b, s, 1, h, w)
+        return build_context(prev_q, cur_q, kn), targets, masks[pass_index][:, None, None]
+    ctx, sel = [], []
+    for p in range(masks.shape[0]):
+        kn = known[p].to(vecs.dtype).expand(b, s, 1, h, w)
+        ctx.append(build_context(prev_q, cur_q, kn))
+        sel.append(masks[p].expand(b, 1, 1, h, w))
+    return torch.cat(ctx), targets.repeat(masks.shape[0], 1, 1, 1), torch.cat(sel)
+
+
+class IntegerPrior:
+    """The exported prior: integer tensors only, evaluated exactly (float64 GEMMs over integers)."""
+
+    def __init__(self, cfg: ModelConfig, tensors: dict[str, torch.Tensor]):
+        self.cfg = cfg
+        self.t = {k: v.to(torch.int64) for k, v in tensors.items()}
+        self.exp = self.t["exp_table"]
+
+    @classmethod
+    def from_float(cls, prior: PriorNet, codebooks: list[torch.Tensor]) -> "IntegerPrior":
+        cfg, t = prior.cfg, {}
+        s = cfg.num_stages
+        one = 1 << INPUT_FRAC_BITS
+        t["codebooks"] = torch.stack([torch.round(cb.double() * prior.input_scale.double() * one)
+                                      for cb in codebooks]).to(torch.int64)       # (S, K, D)
+        in_scale = 1.0
+        for name, out_scale in (("conv1", ACT_SCALE), ("conv2", ACT_SCALE), ("conv3", LOGIT_SCALE)):
+            conv = getattr(prior, name)
+            w = conv.weight.detach().double()
+            w_scale = (w.abs().flatten(1).amax(1).clamp_min(1e-8) / 127)
+            w_int = torch.round(w / w_scale.view(-1, *(1,) * (w.dim() - 1))).clamp(-127, 127)
+            t[f"{name}.weight"] = w_int.to(torch.int64).reshape(s, -1, *w.shape[1:])
+            t[f"{name}.bias"] = torch.round(conv.bias.detach().double() / (w_scale * in_scale)).to(torch.int64).reshape(s, -1)
+            t[f"{name}.mult"] = torch.round(w_scale * in_scale / out_scale * (1 << REQUANT_SHIFT)).to(torch.int64).reshape(s, -1)
+            in_scale = out_scale
+        t["exp_table"] = torch.from_numpy(exp_table())
+        return cls(cfg, t)
+
+    def to(self, device) -> "IntegerPrior":
+        return IntegerPrior(self.cfg, {k: v.to(device) for k, v in self.t.items()})
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return dict(self.t)
+
+    # --- exact evaluation -------------------------------------------------------------------
+    def input_vectors(self, stage: int, indices: torch.Tensor) -> torch.Tensor:
+        """indices: (h, w) of one stage -> its integer codebook vectors (D, h, w), high precision."""
+        return self.t["codebooks"][stage][indices].permute(2, 0, 1)
+
+    @staticmethod
+    def to_input(v: torch.Tensor) -> torch.Tensor:
+        """High-precision integer vectors -> int8-range network inputs (round half up, clamp)."""
+        half = 1 << (INPUT_FRAC_BITS - 1)
+        return torch.clamp((v + half) >> INPUT_FRAC_BITS, -127, 127)
+
+    def _requant(self, acc: torch.Tensor, name: str, stage: int, lo: int, hi: int) -> torch.Tensor:
+        mult = self.t[f"{name}.mult"][stage][:, None]
+        return torch.clamp((acc * mult + (1 << (REQUANT_SHIFT - 1))) >> REQUANT_SHIFT, lo, hi)
+
+    def _dense(self, x: torch.Tensor, name: str, stage: int) -> torch.Tensor:
+        """x: (C_in*k*k, N) int64 columns -> accumulators (C_out, N) int64, computed exactly."""
+        w = self.t[f"{name}.weight"][stage].flatten(1)  # (C_out, C_in*k*k)
+        acc = (w.double() @ x.double()).to(torch.int64)
+        return acc + self.t[f"{name}.bias"][stage][:, None]
+
+    def frequencies(self, stage: int, context: torch.Tensor, positions: torch.Tensor) -> np.ndarray:
+        """context: (2D+1, h, w) int64; positions: (h, w) bool -> (N, K) int64 frequencies, row-major order."""
+        cols = F.unfold(context[None].double(), 3, padding=1)[0]       # (C*9, h*w), integers
+        cols = cols[:, positions.flatten()].to(torch.int64)             # (C*9, N)
+        a = self._requant(self._dense(cols, "conv1", stage), "conv1", stage, 0, 255)
+        a = self._requant(self._dense(a, "conv2", stage), "conv2", stage, 0, 255)
+        logits = self._requant(self._dense(a, "conv3", stage), "conv3", stage, -(1 << 20), 1 << 20)
+        d = (logits.max(0, keepdim=True).values - logits).clamp_max(len(self.exp) - 1)
+        return self.exp[d].t().contiguous().numpy()                      # (N, K)

@@ -1,0 +1,125 @@
+"""Residual vector quantizer with EMA codebooks, k-means init and dead-code restart.
+
+The codebook state lives in buffers; each trick is a small named method. Distances are in fp32.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class VectorQuantizer(nn.Module):
+    """One codebook of K vectors of size D, trained by exponential moving averages."""
+
+    def __init__(self, codebook_size: int, dim: int, decay: float = 0.99, eps: float = 1e-5,
+                 dead_threshold: float = 1.0):
+        super().__init__()
+        self.codebook_size, self.dim = codebook_size, dim
+        self.decay, self.eps, self.dead_threshold = decay, eps, dead_threshold
+        self.register_buffer("codebook", torch.randn(codebook_size, dim) * 0.01)
+        self.register_buffer("cluster_size", torch.ones(codebook_size))
+        self.register_buffer("embed_sum", self.codebook.clone())
+        self.register_buffer("initialized", torch.tensor(False))
+
+    def nearest(self, z: torch.Tensor) -> torch.Tensor:
+        """z: (N, D) -> indices (N,) of the nearest codebook vectors (fp32 distances)."""
+        z = z.float()
+        cb = self.codebook.float()
+        dist = (z.pow(2).sum(1, keepdim=True) - 2 * z @ cb.t() + cb.pow(2).sum(1)[None])
+        return dist.argmin(1)
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        return F.embedding(indices, self.codebook)
+
+    @torch.no_grad()
+    def kmeans_init(self, z: torch.Tensor, iters: int = 10) -> None:
+        """Initialise the codebook by k-means on the first batch."""
+        z = z.float()
+        cb = z[torch.randint(0, z.shape[0], (self.codebook_size,), device=z.device)].clone()
+        for _ in range(iters):
+            idx = ((z.pow(2).sum(1, keepdim=True) - 2 * z @ cb.t() + cb.pow(2).sum(1)[None])).argmin(1)
+            counts = torch.bincount(idx, minlength=self.codebook_size).float()
+            sums = torch.zeros_like(cb).index_add_(0, idx, z)
+            filled = counts > 0
+            cb[filled] = sums[filled] / counts[filled, None]
+        self.codebook.copy_(cb)
+        self.embed_sum.copy_(cb)
+        self.cluster_size.fill_(1.0)
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def ema_update(self, z: torch.Tensor, indices: torch.Tensor) -> None:
+        z = z.float()
+        onehot_counts = torch.bincount(indices, minlength=self.codebook_size).float()
+        sums = torch.zeros_like(self.embed_sum).index_add_(0, indices, z)
+        self.cluster_size.mul_(self.decay).add_(onehot_counts, alpha=1 - self.decay)
+        self.embed_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        n = self.cluster_size.sum()
+        smoothed = (self.cluster_size + self.eps) / (n + self.codebook_size * self.eps) * n
+        self.codebook.copy_(self.embed_sum / smoothed[:, None])
+
+    @torch.no_grad()
+    def restart_dead_codes(self, z: torch.Tensor) -> int:
+        """Replace codes whose EMA usage fell below the threshold by random inputs of this batch."""
+        dead = self.cluster_size < self.dead_threshold
+        n_dead = int(dead.sum())
+        if n_dead:
+            z = z.float()
+            pick = z[torch.randint(0, z.shape[0], (n_dead,), device=z.device)]
+            self.codebook[dead] = pick
+            self.embed_sum[dead] = pick
+            self.cluster_size[dead] = 1.0
+        return n_dead
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """z: (N, D) -> (quantized (N, D), indices (N,)). Updates the codebook when training."""
+        if self.training and not bool(self.initialized):
+            self.kmeans_init(z.detach())
+        indices = self.nearest(z.detach())
+        if self.training:
+            self.ema_update(z.detach(), indices)
+        return self.lookup(indices), indices
+
+
+class ResidualVQ(nn.Module):
+    """S stages; stage s quantizes what stages < s left over. Quality q = the first q stages."""
+
+    def __init__(self, num_stages: int, codebook_size: int, dim: int):
+        super().__init__()
+        self.stages = nn.ModuleList(VectorQuantizer(codebook_size, dim) for _ in range(num_stages))
+
+    def forward(self, z: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """z: (N, D) -> (per-stage quantized vectors [S x (N, D)], indices (N, S))."""
+        residual = z
+        quantized, indices = [], []
+        for vq in self.stages:
+            q, idx = vq(residual)
+            residual = residual - q.detach()
+            quantized.append(q)
+            indices.append(idx)
+        return quantized, torch.stack(indices, 1)
+
+    @torch.no_grad()
+    def restart_dead_codes(self, z: torch.Tensor) -> int:
+        residual, restarted = z.float(), 0
+        for vq in self.stages:
+            restarted += vq.restart_dead_codes(residual)
+            residual = residual - vq.lookup(vq.nearest(residual))
+        return restarted
+
+    def encode(self, z: torch.Tensor, num_stages: int) -> torch.Tensor:
+        """z: (N, D) -> indices (N, num_stages), no codebook update."""
+        residual, out = z.float(), []
+        for vq in self.stages[:num_stages]:
+            idx = vq.nearest(residual)
+            residual = residual - vq.lookup(idx)
+            out.append(idx)
+        return torch.stack(out, 1)
+
+    def decode(self, indices: torch.Tensor) -> torch.Tensor:
+        """indices: (N, q) -> sum of the first q stages' vectors (N, D)."""
+        out = 0
+        for s in range(indices.shape[1]):
+            out = out + self.stages[s].lookup(indices[:, s])
+        return out

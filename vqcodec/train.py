@@ -1,0 +1,210 @@
+"""Training: the autoencoder first, then the integer prior on its indices; then export."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .autoencoder import VQAutoencoder
+from .config import ModelConfig
+from .data import CropSampler, find_images, load_training_image
+from .coding import IndexCoder
+from .prior import IntegerPrior, PriorNet, training_contexts
+
+
+def load_images(data_dir: str | Path, crop: int, limit: int | None = None):
+    paths = find_images(data_dir)[:limit]
+    return [load_training_image(p, crop) for p in tqdm(paths, desc="loading images", unit="img")]
+
+
+def cosine_lr(step: int, total: int, base: float, warmup: int = 200) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def sample_stage_counts(batch: int, num_stages: int, gen: torch.Generator) -> torch.Tensor:
+    """Quantizer dropout: half the samples use all stages, the rest a uniform prefix."""
+    full = torch.rand(batch, generator=gen) < 0.5
+    prefix = torch.randint(1, num_stages + 1, (batch,), generator=gen)
+    return torch.where(full, torch.full_like(prefix, num_stages), prefix)
+
+
+def save_checkpoint(path: Path, **state) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def autoencoder_fields(cfg: ModelConfig) -> tuple:
+    """The config fields the autoencoder's weights depend on (name and prior fields may change on resume)."""
+    return cfg.channels, cfg.latent_dim, cfg.codebook_size, cfg.num_stages
+
+
+def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, steps: int, batch_size: int = 8,
+                      crop: int = 128, lr: float = 3e-4, device: str = "cpu", log=print) -> VQAutoencoder:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / "autoencoder.ckpt"
+    model = VQAutoencoder(cfg).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    start = 0
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
+        if autoencoder_fields(ModelConfig.from_dict(ck["config"])) != autoencoder_fields(cfg):
+            raise ValueError(f"{ckpt_path} was trained with another config; use another --out")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        start = ck["step"]
+        log(f"resumed autoencoder from step {start}")
+    sampler = CropSampler(images, crop, seed=start)
+    gen = torch.Generator().manual_seed(start)
+    use_amp = device.startswith("cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    model.train()
+    ema_psnr = None
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="autoencoder", unit="step", mininterval=10)
+    t0 = time.time()
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(step, steps, lr)
+        x = sampler.batch(batch_size).to(device)
+        counts = sample_stage_counts(batch_size, cfg.num_stages, gen).to(device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            recon, commit, _ = model(x, counts)
+        mse_per = (recon.float() - x).pow(2).mean((1, 2, 3))
+        loss = mse_per.mean() + 0.25 * commit
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        if step % 100 == 99:
+            with torch.no_grad():
+                restarted = model.rvq.restart_dead_codes(model._flatten(model.encoder(x)))
+        full = counts == cfg.num_stages
+        if full.any():
+            p = float(-10 * torch.log10(mse_per[full].mean().clamp_min(1e-10)))
+            ema_psnr = p if ema_psnr is None else 0.98 * ema_psnr + 0.02 * p
+        bar.set_postfix(loss=f"{loss.item():.5f}", psnr_full=f"{ema_psnr or 0:.2f}", refresh=False)
+        if step % 250 == 249 or step == steps - 1:
+            save_checkpoint(ckpt_path, config=cfg.to_dict(), model=model.state_dict(),
+                            optimizer=opt.state_dict(), step=step + 1)
+            log(f"step {step + 1} loss {loss.item():.5f} psnr_full {ema_psnr or 0:.2f} "
+                f"restarted {restarted if step >= 99 else 0} elapsed {time.time() - t0:.0f}s")
+    return model
+
+
+# --- the prior ------------------------------------------------------------------------------
+
+@torch.no_grad()
+def collect_indices(model: VQAutoencoder, images, count: int, crop: int = 256, batch_size: int = 8,
+                    device: str = "cpu", seed: int = 1) -> torch.Tensor:
+    """Indices of `count` random crops under the trained autoencoder -> (count, crop/f, crop/f, S)."""
+    sampler = CropSampler(images, crop, seed=seed)
+    model.eval()
+    out = []
+    for _ in tqdm(range(0, count, batch_size), desc="collecting indices", unit="batch"):
+        x = sampler.batch(batch_size).to(device)
+        out.append(model.encode_indices(x, model.cfg.num_stages).cpu())
+    return torch.cat(out)[:count]
+
+
+def choose_input_scale(codebooks: list[torch.Tensor], indices: torch.Tensor) -> float:
+    """Largest power of two that keeps 99.9 % of the prior's inputs inside int8."""
+    vecs = torch.stack([codebooks[t][indices[..., t]] for t in range(indices.shape[-1])], 0)
+    cums = torch.cumsum(vecs, 0)
+    q = torch.quantile(torch.cat([vecs.flatten(), cums.flatten()]).abs()[::97], 0.999).item()
+    return float(2 ** math.floor(math.log2(127 / max(q, 1e-6))))
+
+
+def prior_bits_per_index(prior: PriorNet, codebooks, indices: torch.Tensor, batch_size: int = 16) -> float:
+    """Mean cross-entropy (bits per index) of the float or fake-quantised prior on held-out grids."""
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(indices), batch_size):
+            ctx, tgt, sel = training_contexts(prior, codebooks, indices[i:i + batch_size])
+            logp = torch.log_softmax(prior(ctx), dim=2)               # (B', S, K, h, w)
+            nll = -logp.gather(2, tgt[:, :, None]).squeeze(2)          # (B', S, h, w)
+            total += float((nll * sel[:, :, 0]).sum())
+            n += int(sel.sum()) * nll.shape[1]
+    return total / n / math.log(2)
+
+
+def integer_bits_per_index(int_prior: IntegerPrior, indices: torch.Tensor) -> tuple[float, float]:
+    """(ideal bits per index under the integer tables, real bits per index of the coded payloads)."""
+    coder, stats, real = IndexCoder(int_prior), {}, 0
+    for grid in indices:
+        real += 8 * len(coder.encode(grid, stats=stats))
+    n = indices.numel()
+    return stats["ideal_bits"] / n, real / n
+
+
+def random_subgrids(indices: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
+    """(B, h, w, S) -> (B, size, size, S): one random window (at even offsets, to keep the pass pattern) and flip."""
+    b, h, w, _ = indices.shape
+    y = 2 * int(torch.randint(0, (h - size) // 2 + 1, (1,), generator=gen))
+    x = 2 * int(torch.randint(0, (w - size) // 2 + 1, (1,), generator=gen))
+    out = indices[:, y:y + size, x:x + size]
+    return out.flip(2) if torch.rand(1, generator=gen) < 0.5 and size % 2 == 0 else out
+
+
+def train_prior(model: VQAutoencoder, indices: torch.Tensor, out_dir: Path, float_steps: int, qat_steps: int,
+                batch_size: int = 16, grid: int = 16, lr: float = 2e-3, device: str = "cpu", log=print):
+    """Train the prior in float, then quantisation-aware; returns (PriorNet, report dict)."""
+    cfg = model.cfg
+    codebooks = [vq.codebook.detach().to(device) for vq in model.rvq.stages]
+    held_out = max(8, len(indices) // 20)
+    val, train_idx = indices[:held_out].to(device), indices[held_out:].to(device)
+    ckpt_path = out_dir / "prior.ckpt"
+    prior = PriorNet(cfg, choose_input_scale(codebooks, train_idx[:64])).to(device)
+    opt = torch.optim.Adam(prior.parameters(), lr=lr)
+    start, report = 0, {}
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
+        prior.load_state_dict(ck["prior"])
+        opt.load_state_dict(ck["optimizer"])
+        start, report = ck["step"], json.loads(ck["report"])
+        log(f"resumed prior from step {start}")
+    total = float_steps + qat_steps
+    gen = torch.Generator().manual_seed(start)
+    bar = tqdm(range(start, total), initial=start, total=total, desc="prior", unit="step", mininterval=10)
+    for step in bar:
+        if step == float_steps and "float_bits_per_index" not in report:
+            prior.quantize = False
+            report["float_bits_per_index"] = prior_bits_per_index(prior, codebooks, val)
+            log(f"float prior: {report['float_bits_per_index']:.4f} bits/index")
+        prior.quantize = step >= float_steps
+        phase_step, phase_len = (step, float_steps) if step < float_steps else (step - float_steps, qat_steps)
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(phase_step, phase_len, lr if step < float_steps else lr / 5, warmup=50)
+        pick = torch.randint(0, len(train_idx), (batch_size,), generator=gen)
+        grids = random_subgrids(train_idx[pick.to(train_idx.device)], min(grid, train_idx.shape[1]), gen)
+        passes = torch.randint(0, cfg.prior_passes, (batch_size,), generator=gen).to(device)
+        ctx, tgt, sel = training_contexts(prior, codebooks, grids, passes)
+        logp = torch.log_softmax(prior(ctx), dim=2)
+        nll = -logp.gather(2, tgt[:, :, None]).squeeze(2)
+        loss = (nll * sel[:, :, 0]).sum() / (sel.sum() * nll.shape[1]) / math.log(2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.set_postfix(bits=f"{loss.item():.3f}", refresh=False)
+        if step % 100 == 99 or step == total - 1:
+            save_checkpoint(ckpt_path, prior=prior.state_dict(), optimizer=opt.state_dict(), step=step + 1,
+                            report=json.dumps(report))
+            log(f"prior step {step + 1} bits/index {loss.item():.4f}")
+    if "float_bits_per_index" not in report:
+        prior.quantize = False
+        report["float_bits_per_index"] = prior_bits_per_index(prior, codebooks, val)
+    prior.quantize = True
+    report["qat_bits_per_index"] = prior_bits_per_index(prior, codebooks, val)
+    int_prior = IntegerPrior.from_float(prior.cpu(), [c.cpu() for c in codebooks])
+    ideal, real = integer_bits_per_index(int_prior, val.cpu())
+    report.update(integer_bits_per_index=ideal, coded_bits_per_index=real,
+                  uniform_bits_per_index=math.log2(cfg.codebook_size), held_out_grids=len(val),
+                  grid_shape=list(val.shape[1:]))
+    log(json.dumps(report))
+    return prior, int_prior, report

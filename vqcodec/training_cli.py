@@ -1,0 +1,61 @@
+"""`vqcodec train`: autoencoder, indices, prior, export — each phase resumable from OUT."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from .config import ModelConfig
+from .train import collect_indices, load_images, train_autoencoder, train_prior
+
+
+def pick_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but no CUDA device is available")
+    return device
+
+
+def export_model(codec_bytes: bytes, cfg: ModelConfig, report: dict, model_dir: Path) -> None:
+    model_dir.mkdir(parents=True, exist_ok=True)
+    for name, content in (("model.safetensors", codec_bytes),
+                          ("config.json", json.dumps(cfg.to_dict(), indent=2).encode() + b"\n"),
+                          ("training_report.json", json.dumps(report, indent=2).encode() + b"\n")):
+        tmp = model_dir / (name + ".part")
+        tmp.write_bytes(content)
+        tmp.replace(model_dir / name)
+
+
+def run_training(data_dir: Path, out: Path, name: str, steps: int, prior_steps: int, batch_size: int,
+                 crop: int, lr: float, prior_crops: int, device: str, config_json: str | None, echo=print):
+    from .codec import VQCodec
+
+    device = pick_device(device)
+    overrides = json.loads(config_json) if config_json else {}
+    if not isinstance(overrides, dict):
+        raise ValueError("--config must be a JSON object")
+    cfg = ModelConfig.from_dict({**ModelConfig().to_dict(), **overrides, "name": name})
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    images = load_images(data_dir, crop)
+    echo(f"{len(images)} training images from {data_dir}; device {device}; config {cfg}")
+    ae = train_autoencoder(cfg, images, out, steps, batch_size=batch_size, crop=crop, lr=lr, device=device, log=echo)
+    t_ae = time.time() - t0
+    indices_path = out / "indices.pt"
+    if indices_path.exists():
+        indices = torch.load(indices_path, weights_only=True)
+    else:
+        indices = collect_indices(ae, images, prior_crops, device=device)
+        torch.save(indices, indices_path)
+    prior, int_prior, report = train_prior(ae, indices, out, float_steps=prior_steps,
+                                           qat_steps=max(1, prior_steps // 3), device=device, log=echo)
+    weights = VQCodec.serialize(ae.cpu().eval(), int_prior)
+    report.update(autoencoder_steps=steps, prior_steps=prior_steps, batch_size=batch_size, crop=crop, lr=lr,
+                  device=device, images=len(images), wall_time_s=round(time.time() - t0),
+                  autoencoder_wall_time_s=round(t_ae), weights_bytes=len(weights))
+    export_model(weights, cfg, report, out / name)
+    echo(f"exported {out / name} ({len(weights) / 1e6:.1f} MB) in {time.time() - t0:.0f}s")
