@@ -95,9 +95,9 @@ def compress(input, output, quality, model, device, force, quiet):
 
     if output.exists() and not force:
         raise fail(f"{output} already exists (use --force to overwrite)")
+    image = open_image(input)
     codec = load_codec(model, device)
     codec.check_quality(quality)
-    image = open_image(input)
     notes: list[str] = []
     data = codec.compress(image, quality, notes=notes)
     for note in notes:

@@ -12,9 +12,9 @@ _MODEL = constriction.stream.model.Categorical(perfect=False)
 
 
 def _probabilities(freqs: np.ndarray) -> np.ndarray:
-    """(N, K) positive integer frequencies -> (N, K) float64 probabilities."""
+    """(N, K) positive integer frequencies (any dtype holding them exactly) -> (N, K) float64 probabilities."""
     f = np.asarray(freqs, dtype=np.float64)
-    return f / f.sum(axis=1, keepdims=True)
+    return np.ascontiguousarray(f / f.sum(axis=1, keepdims=True))  # constriction reads C order
 
 
 class SymbolEncoder:

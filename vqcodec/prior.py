@@ -10,8 +10,8 @@ Training (PriorNet) simulates the integer arithmetic (fake quantisation with str
 gradients). Export (PriorNet.to_integer) produces IntegerPrior, whose evaluation uses only integers:
 int8 weights, uint8 activations, int64 accumulators and requantisation by multiply and shift, logits
 in 1/16 nat, and a softmax through a fixed table of integer exponentials. The convolutions run as
-float64 matrix products in which every value and partial sum is an integer below 2**53, so the
-result is exact whatever the summation order, thread count or device.
+float32 matrix products in which every value and partial sum is an integer below 2**24 in magnitude,
+so the result is exact whatever the summation order, thread count or device (see IntegerPrior._dense).
 """
 from __future__ import annotations
 
@@ -144,12 +144,14 @@ def training_contexts(prior: PriorNet, codebooks: list[torch.Tensor], indices: t
 
 
 class IntegerPrior:
-    """The exported prior: integer tensors only, evaluated exactly (float64 GEMMs over integers)."""
+    """The exported prior: integer tensors only, evaluated exactly (float32 GEMMs over small integers)."""
 
     def __init__(self, cfg: ModelConfig, tensors: dict[str, torch.Tensor]):
         self.cfg = cfg
         self.t = {k: v.to(torch.int64) for k, v in tensors.items()}
         self.exp = self.t["exp_table"]
+        self.exp_f64 = self.exp.double()  # integers below 2**17: exact
+        self.w32 = {n: self.t[f"{n}.weight"].flatten(2).float() for n in ("conv1", "conv2", "conv3")}
 
     @classmethod
     def from_float(cls, prior: PriorNet, codebooks: list[torch.Tensor]) -> "IntegerPrior":
@@ -193,17 +195,44 @@ class IntegerPrior:
         return torch.clamp((acc * mult + (1 << (REQUANT_SHIFT - 1))) >> REQUANT_SHIFT, lo, hi)
 
     def _dense(self, x: torch.Tensor, name: str, stage: int) -> torch.Tensor:
-        """x: (C_in*k*k, N) int64 columns -> accumulators (C_out, N) int64, computed exactly."""
-        w = self.t[f"{name}.weight"][stage].flatten(1)  # (C_out, C_in*k*k)
-        acc = (w.double() @ x.double()).to(torch.int64)
+        """x: (C_in*k*k, N) integer columns -> accumulators (C_out, N) int64, computed exactly.
+
+        The product runs in float32: weights are in [-127, 127], inputs in [-127, 255], and at most
+        585 terms, so every partial sum is an integer below 127 * 127 * 585 < 2**24 in magnitude and
+        is represented exactly, in any summation order, with or without FMA, on CPU or GPU (TF32
+        rounds inputs to 11 significant bits, which these integers also fit). No rounding ever happens.
+        """
+        w = self.w32[name][stage]                               # (C_out, C_in*k*k) float32
+        with torch.autocast(x.device.type, enabled=False):
+            acc = (w @ x.float()).to(torch.int64)
         return acc + self.t[f"{name}.bias"][stage][:, None]
 
+    @staticmethod
+    def gather_columns(context: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """im2col of the 3x3 zero-padded windows at the given positions only.
+
+        context: (C, h, w); positions: (h, w) bool -> (C*9, N), N positions in row-major order.
+        A pass of the 2x2 schedule is a stride-2 lattice, so its windows are strided slices.
+        """
+        c, h, w = context.shape
+        padded = F.pad(context, (1, 1, 1, 1))
+        ys, xs = positions.nonzero(as_tuple=True)
+        if ys.numel() == 0:
+            return context.new_zeros(c * 9, 0)
+        a, b = int(ys[0]) % 2, int(xs[0]) % 2
+        rows, cols = (h - a + 1) // 2, (w - b + 1) // 2
+        if ys.numel() == rows * cols and bool(positions[a::2, b::2].all()):
+            win = [padded[:, a + dy:a + dy + 2 * rows - 1:2, b + dx:b + dx + 2 * cols - 1:2]
+                   for dy in range(3) for dx in range(3)]                     # 9 x (C, rows, cols)
+        else:
+            win = [padded[:, ys + dy, xs + dx] for dy in range(3) for dx in range(3)]  # any other pattern
+        return torch.stack(win, 1).reshape(c * 9, -1)
+
     def frequencies(self, stage: int, context: torch.Tensor, positions: torch.Tensor) -> np.ndarray:
-        """context: (2D+1, h, w) int64; positions: (h, w) bool -> (N, K) int64 frequencies, row-major order."""
-        cols = F.unfold(context[None].double(), 3, padding=1)[0]       # (C*9, h*w), integers
-        cols = cols[:, positions.flatten()].to(torch.int64)             # (C*9, N)
-        a = self._requant(self._dense(cols, "conv1", stage), "conv1", stage, 0, 255)
+        """context: (2D+1, h, w) int64; positions: (h, w) bool -> (N, K) frequencies (exact integers, float64)."""
+        x = self.gather_columns(context, positions)                      # (C*9, N)
+        a = self._requant(self._dense(x, "conv1", stage), "conv1", stage, 0, 255)
         a = self._requant(self._dense(a, "conv2", stage), "conv2", stage, 0, 255)
-        logits = self._requant(self._dense(a, "conv3", stage), "conv3", stage, -(1 << 20), 1 << 20)
-        d = (logits.max(0, keepdim=True).values - logits).clamp_max(len(self.exp) - 1)
-        return self.exp[d].t().contiguous().numpy()                      # (N, K)
+        logits = self._requant(self._dense(a, "conv3", stage), "conv3", stage, -(1 << 20), 1 << 20)  # (K, N)
+        d = (logits.max(0, keepdim=True).values - logits).clamp_max_(len(self.exp) - 1)
+        return self.exp_f64[d.t()].cpu().numpy()                         # (N, K)

@@ -1,0 +1,65 @@
+"""How well the integer prior codes the indices, on a folder of images (default: Kodak).
+
+    python benchmarks/prior_stats.py [--dataset benchmarks/kodak] [--model NAME]
+
+For each quality: bits per index of the file's payload, of the prior's ideal code length
+(cross-entropy under its integer tables), and of plain log2(K) coding; the prior's saving over
+log2(K) and the payload's overhead over the cross-entropy. Writes benchmarks/results/prior_stats.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default=str(ROOT / "benchmarks/kodak"))
+    ap.add_argument("--model", default=None)
+    args = ap.parse_args()
+
+    import numpy as np
+    import torch
+    from PIL import Image
+    from tqdm import tqdm
+
+    from vqcodec.codec import load_codec
+    from vqcodec.images import pad_to_multiple
+
+    codec = load_codec(args.model)
+    f, k = codec.cfg.downsampling, codec.cfg.codebook_size
+    paths = sorted(Path(args.dataset).glob("*.png"))
+    totals = {q: {"ideal_bits": 0.0, "payload_bits": 0, "indices": 0} for q in codec.qualities}
+    for path in tqdm(paths, desc="images"):
+        arr = pad_to_multiple(np.asarray(Image.open(path).convert("RGB")), f)
+        x = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float() / 255
+        all_indices = codec.autoencoder.encode_indices(x, codec.cfg.num_stages)[0]
+        for q in codec.qualities:
+            stats: dict = {}
+            payload = codec.coder.encode(all_indices[..., :q], stats=stats)
+            totals[q]["ideal_bits"] += stats["ideal_bits"]
+            totals[q]["payload_bits"] += 8 * len(payload)
+            totals[q]["indices"] += all_indices[..., :q].numel()
+    rows = []
+    print("| quality | payload bits/index | prior cross-entropy | log2(K) | saving vs log2(K) | payload overhead |")
+    print("|---|---|---|---|---|---|")
+    for q, t in totals.items():
+        ideal, real = t["ideal_bits"] / t["indices"], t["payload_bits"] / t["indices"]
+        row = {"quality": q, "payload_bits_per_index": real, "cross_entropy_bits_per_index": ideal,
+               "uniform_bits_per_index": math.log2(k), "saving_vs_uniform_pct": 100 * (1 - real / math.log2(k)),
+               "payload_overhead_pct": 100 * (real / ideal - 1)}
+        rows.append(row)
+        print(f"| {q} | {real:.4f} | {ideal:.4f} | {math.log2(k):.0f} | {row['saving_vs_uniform_pct']:.1f} % "
+              f"| {row['payload_overhead_pct']:.3f} % |")
+    out = ROOT / "benchmarks/results/prior_stats.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"dataset": Path(args.dataset).name, "images": len(paths), "model": codec.model_name,
+                               "per_quality": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

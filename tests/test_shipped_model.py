@@ -1,0 +1,81 @@
+"""The shipped model on a real photo the repo carries (Kodak kodim23): slower tests."""
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vqcodec.codec import DEFAULT_MODEL, load_codec, models_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTO = ROOT / "benchmarks" / "kodak" / "kodim23.png"
+# Measured with this model on kodim23 (see models/<name>/MODEL_CARD.md); bounds: bpp +-10 %, PSNR +-0.5 dB.
+EXPECTED = json.loads((models_dir() / DEFAULT_MODEL / "test_expectations.json").read_text())
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return load_codec()
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return Image.open(PHOTO).convert("RGB")
+
+
+def psnr(a: Image.Image, b: Image.Image) -> float:
+    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
+    return float(10 * np.log10(255 ** 2 / mse))
+
+
+def test_rate_and_quality_at_every_level(codec, photo):
+    results = {}
+    for q in codec.qualities:
+        data = codec.compress(photo, q)
+        results[q] = (8 * len(data) / (photo.width * photo.height), psnr(photo, codec.decompress(data)))
+    for q, (bpp, db) in results.items():
+        want = EXPECTED["kodim23"][str(q)]
+        assert bpp == pytest.approx(want["bpp"], rel=0.10), (q, bpp)
+        assert db == pytest.approx(want["psnr"], abs=0.5), (q, db)
+    bpps, dbs = zip(*(results[q] for q in codec.qualities))
+    assert list(bpps) == sorted(bpps) and list(dbs) == sorted(dbs)
+
+
+def test_same_pixels_twice_and_same_indices_across_thread_counts(codec, photo):
+    data = codec.compress(photo, 4)
+    assert np.array_equal(np.asarray(codec.decompress(data)), np.asarray(codec.decompress(data)))
+    header, payload = codec.read_header(data)
+    h, w = -(-header.height // 8), -(-header.width // 8)
+    before = torch.get_num_threads()
+    try:
+        decoded, files = [], []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            files.append(codec.compress(photo, 4))
+            decoded.append(codec.coder.decode(payload, h, w, 4))
+    finally:
+        torch.set_num_threads(before)
+    assert files[0] == files[1] == data
+    assert torch.equal(decoded[0], decoded[1])
+
+
+def test_installed_command_works_from_any_folder(tmp_path):
+    exe = shutil.which("vqcodec")
+    if exe is None:
+        pytest.skip("the vqcodec command is not installed (pip install .)")
+    src = tmp_path / "photo.png"
+    Image.open(PHOTO).crop((0, 0, 96, 64)).save(src)
+    run = lambda *a: subprocess.run([exe, *a], cwd=tmp_path, capture_output=True, text=True)
+    r = run("compress", "photo.png", "photo.vq", "-q", "3")
+    assert r.returncode == 0, r.stderr
+    r = run("decompress", "photo.vq", "back.png")
+    assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / "back.png").size == (96, 64)
+    r = run("decompress", "photo.png", "x.png")
+    assert r.returncode == 1 and r.stderr.strip() == "Error: not a .vq file (bad magic bytes)"
