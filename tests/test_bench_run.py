@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from vqcodec.bench.codecs import CODECS, JPEG, VQCodec, make_codec
+from vqcodec.bench.codecs import CODECS, JPEG, VQCodecAdapter, make_codec
 from vqcodec.bench.command import bench
 from vqcodec.bench.runner import run_benchmark, subsample
 
@@ -157,7 +157,7 @@ class FakeCore:
 
 @pytest.mark.parametrize("batch", [False, True])
 def test_run_benchmark_with_a_fake_vqcodec(dataset, tmp_path, batch):
-    adapter = VQCodec(codec=FakeCore(), batch=batch)
+    adapter = VQCodecAdapter(codec=FakeCore(), batch=batch)
     results = run_benchmark(dataset, [adapter, "jpeg"], out_dir=tmp_path, qualities_per_codec=2, progress=False,
                             echo=lambda s: None)
     check_outputs(tmp_path, results, ["vqcodec", "jpeg"], n_points=2)
@@ -181,7 +181,7 @@ def one_torch_thread():
 
 def test_run_benchmark_with_a_tiny_random_vqcodec(dataset, tmp_path, one_torch_thread):
     pytest.importorskip("vqcodec.codec")
-    adapter = VQCodec.random(seed=0)
+    adapter = VQCodecAdapter.random(seed=0)
     assert adapter.model_load_s is not None
     results = run_benchmark(dataset, [adapter, "jpeg"], out_dir=tmp_path, max_images=1, qualities_per_codec=2,
                             progress=False, echo=lambda s: None)

@@ -142,10 +142,11 @@ def decompress(input, output, model, device, force, quiet):
 def info(input, as_json):
     """Show what a .vq file holds: model, size, quality, bytes, bits per pixel."""
     from . import read_info
+    from .container import FORMAT_VERSION
 
     data = read_input(input)
     h = read_info(data)
-    fields = {"file": input, "format_version": 1, "model": h.model_name, "model_hash": h.model_hash.hex(),
+    fields = {"file": input, "format_version": FORMAT_VERSION, "model": h.model_name, "model_hash": h.model_hash.hex(),
               "width": h.width, "height": h.height, "mode": h.mode, "quality": h.quality,
               "bytes": len(data), "bpp": round(8 * len(data) / (h.width * h.height), 6)}
     if as_json:

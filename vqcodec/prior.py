@@ -80,28 +80,43 @@ class PriorNet(nn.Module):
         self.conv3 = nn.Conv2d(s * hdn, s * k, 1, groups=s)
         # integer input = round(vector * input_scale), a power of two chosen from the codebooks
         self.register_buffer("input_scale", torch.tensor(float(input_scale)))
+        # uint8 activation step of the two hidden layers (calibrated before quantisation-aware training)
+        self.register_buffer("act_scales", torch.full((2,), ACT_SCALE))
         self.quantize = True
 
     def quantize_input(self, v: torch.Tensor) -> torch.Tensor:
         return torch.clamp(torch.round(v * self.input_scale), -127, 127)
 
-    def _conv(self, x, conv, act_in_scale):
+    def _conv(self, x, conv):
         if not self.quantize:
             return conv(x)
         w, _ = _fake_quant_weight(conv.weight)
         return F.conv2d(x, w, conv.bias, padding=conv.padding, groups=conv.groups)
 
-    def _act(self, y):
+    def _act(self, y, layer: int):
         if not self.quantize:
             return F.relu(y)
-        return _ste_round(F.relu(y) / ACT_SCALE).clamp(0, 255) * ACT_SCALE
+        scale = self.act_scales[layer]
+        return _ste_round(F.relu(y) / scale).clamp(0, 255) * scale
+
+    @torch.no_grad()
+    def calibrate(self, inputs: torch.Tensor, quantile: float = 0.9999) -> None:
+        """Set each hidden layer's activation step so that the float activations' top quantile is 255."""
+        quantize, self.quantize = self.quantize, False
+        b, s, c, h, w = inputs.shape
+        x = inputs.reshape(b, s * c, h, w)
+        for layer, conv in enumerate((self.conv1, self.conv2)):
+            x = F.relu(conv(x))
+            top = torch.quantile(x.flatten()[::max(1, x.numel() // 1_000_000)], quantile)
+            self.act_scales[layer] = max(float(top) / 255, 1e-4)
+        self.quantize = quantize
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """inputs: (B, S, 2D+1, h, w) integer-valued context -> logits (B, S, K, h, w) in nats."""
         b, s, c, h, w = inputs.shape
-        x = self._act(self._conv(inputs.reshape(b, s * c, h, w), self.conv1, 1.0))
-        x = self._act(self._conv(x, self.conv2, ACT_SCALE))
-        y = self._conv(x, self.conv3, ACT_SCALE)
+        x = self._act(self._conv(inputs.reshape(b, s * c, h, w), self.conv1), 0)
+        x = self._act(self._conv(x, self.conv2), 1)
+        y = self._conv(x, self.conv3)
         if self.quantize:
             y = _ste_round(y / LOGIT_SCALE) * LOGIT_SCALE
         return y.reshape(b, s, -1, h, w)
@@ -151,7 +166,11 @@ class IntegerPrior:
         self.t = {k: v.to(torch.int64) for k, v in tensors.items()}
         self.exp = self.t["exp_table"]
         self.exp_f64 = self.exp.double()  # integers below 2**17: exact
-        self.w32 = {n: self.t[f"{n}.weight"].flatten(2).float() for n in ("conv1", "conv2", "conv3")}
+        self.w_gemm = {}
+        for name, max_input in (("conv1", 127), ("conv2", 255), ("conv3", 255)):
+            w = self.t[f"{name}.weight"].flatten(2)                       # (S, C_out, C_in*k*k)
+            bound = int(w.abs().sum(2).max()) * max_input                  # largest possible |partial sum|
+            self.w_gemm[name] = w.float() if bound < 2 ** 24 else w.double()
 
     @classmethod
     def from_float(cls, prior: PriorNet, codebooks: list[torch.Tensor]) -> "IntegerPrior":
@@ -161,7 +180,8 @@ class IntegerPrior:
         t["codebooks"] = torch.stack([torch.round(cb.double() * prior.input_scale.double() * one)
                                       for cb in codebooks]).to(torch.int64)       # (S, K, D)
         in_scale = 1.0
-        for name, out_scale in (("conv1", ACT_SCALE), ("conv2", ACT_SCALE), ("conv3", LOGIT_SCALE)):
+        act1, act2 = (float(v) for v in prior.act_scales.double())
+        for name, out_scale in (("conv1", act1), ("conv2", act2), ("conv3", LOGIT_SCALE)):
             conv = getattr(prior, name)
             w = conv.weight.detach().double()
             w_scale = (w.abs().flatten(1).amax(1).clamp_min(1e-8) / 127)
@@ -201,10 +221,11 @@ class IntegerPrior:
         585 terms, so every partial sum is an integer below 127 * 127 * 585 < 2**24 in magnitude and
         is represented exactly, in any summation order, with or without FMA, on CPU or GPU (TF32
         rounds inputs to 11 significant bits, which these integers also fit). No rounding ever happens.
+        A layer whose weights could exceed that bound runs in float64 instead (exact below 2**53).
         """
-        w = self.w32[name][stage]                               # (C_out, C_in*k*k) float32
+        w = self.w_gemm[name][stage]                            # (C_out, C_in*k*k)
         with torch.autocast(x.device.type, enabled=False):
-            acc = (w @ x.float()).to(torch.int64)
+            acc = (w @ x.to(w.dtype)).to(torch.int64)
         return acc + self.t[f"{name}.bias"][stage][:, None]
 
     @staticmethod

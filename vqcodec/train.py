@@ -177,6 +177,11 @@ def train_prior(model: VQAutoencoder, indices: torch.Tensor, out_dir: Path, floa
             prior.quantize = False
             report["float_bits_per_index"] = prior_bits_per_index(prior, codebooks, val)
             log(f"float prior: {report['float_bits_per_index']:.4f} bits/index")
+            prior.calibrate(training_contexts(prior, codebooks, train_idx[:64])[0])
+            report["activation_steps"] = prior.act_scales.tolist()
+            prior.quantize = True  # post-training quantisation alone, before any quantisation-aware step
+            report["ptq_bits_per_index"] = prior_bits_per_index(prior, codebooks, val)
+            log(f"quantised without fine-tuning: {report['ptq_bits_per_index']:.4f} bits/index")
         prior.quantize = step >= float_steps
         phase_step, phase_len = (step, float_steps) if step < float_steps else (step - float_steps, qat_steps)
         for g in opt.param_groups:

@@ -86,7 +86,7 @@ class JPEG2000(Codec):
                      irreversible=True, mct=1, no_jp2=True)
 
 
-class VQCodec(Codec):
+class VQCodecAdapter(Codec):
     """Adapter for our codec (vqcodec.codec). Loads the model (timed as `model_load_s`), synchronizes
     CUDA around every call so wall times are honest, and exposes the core's per-call time split."""
 
@@ -115,7 +115,7 @@ class VQCodec(Codec):
                          + (", batched per quality" if self.batch else ""))
 
     @classmethod
-    def random(cls, seed: int = 0, device: str = "cpu", config=None) -> "VQCodec":
+    def random(cls, seed: int = 0, device: str = "cpu", config=None) -> "VQCodecAdapter":
         """Adapter around a tiny untrained model, for tests (its build time is the model_load_s)."""
         from vqcodec.codec import VQCodec as CoreCodec
 
@@ -157,7 +157,7 @@ class VQCodec(Codec):
 
 # Registry: explicit names -> factory(device, model). Classic codecs always run on the CPU.
 CODECS = {
-    "vqcodec": lambda device, model: VQCodec(model=model, device=device),
+    "vqcodec": lambda device, model: VQCodecAdapter(model=model, device=device),
     "jpeg": lambda device, model: JPEG("4:2:0"),
     "jpeg444": lambda device, model: JPEG("4:4:4"),
     "webp": lambda device, model: WebP(),
