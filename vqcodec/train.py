@@ -87,7 +87,7 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, steps: int, batch
                 restarted = model.rvq.restart_dead_codes(model._flatten(model.encoder(x)))
         full = counts == cfg.num_stages
         if full.any():
-            p = float(-10 * torch.log10(mse_per[full].mean().clamp_min(1e-10)))
+            p = float(-10 * torch.log10(mse_per.detach()[full].mean().clamp_min(1e-10)))
             ema_psnr = p if ema_psnr is None else 0.98 * ema_psnr + 0.02 * p
         bar.set_postfix(loss=f"{loss.item():.5f}", psnr_full=f"{ema_psnr or 0:.2f}", refresh=False)
         if step % 250 == 249 or step == steps - 1:
@@ -104,7 +104,10 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, steps: int, batch
 def collect_indices(model: VQAutoencoder, images, count: int, crop: int = 256, batch_size: int = 8,
                     device: str = "cpu", seed: int = 1) -> torch.Tensor:
     """Indices of `count` random crops under the trained autoencoder -> (count, crop/f, crop/f, S)."""
-    sampler = CropSampler(images, crop, seed=seed)
+    large = [im for im in images if min(im.shape[:2]) >= crop]  # images were prepared for a smaller crop
+    if not large:
+        raise ValueError(f"no training image is at least {crop}x{crop} pixels")
+    sampler = CropSampler(large, crop, seed=seed)
     model.eval()
     out = []
     for _ in tqdm(range(0, count, batch_size), desc="collecting indices", unit="batch"):
