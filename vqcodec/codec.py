@@ -115,21 +115,60 @@ class VQCodec:
 
     # --- images <-> .vq bytes ------------------------------------------------------------------
     def compress(self, image, quality: int, notes: list[str] | None = None) -> bytes:
+        """A PIL image or path -> the bytes of a .vq file."""
+        return self.compress_batch([image], quality, notes)[0]
+
+    def decompress(self, data: bytes) -> Image.Image:
+        """The bytes of a .vq file -> a PIL image."""
+        return self.decompress_batch([data])[0]
+
+    def compress_batch(self, images, quality: int, notes: list[str] | None = None) -> list[bytes]:
+        """Several images; those of the same padded size share one network pass (worth it on a GPU).
+
+        last_timings then holds the split of the whole batch.
+        """
         quality = self.check_quality(quality)
         timings: dict[str, float] = {}
-        im, mode, conversion_notes = to_codec_mode(open_image(image))
-        if notes is not None:
-            notes.extend(conversion_notes)
-        width, height = im.size
-        header = Header(self.model_name, self.model_hash, width, height, mode, quality)
-        header.validate()
+        headers, arrays = [], []
+        for image in images:
+            im, mode, conversion_notes = to_codec_mode(open_image(image))
+            if notes is not None:
+                notes.extend(conversion_notes)
+            header = Header(self.model_name, self.model_hash, im.width, im.height, mode, quality)
+            header.validate()
+            headers.append(header)
+            arrays.append(pad_to_multiple(to_rgb_array(im), self.cfg.downsampling))
+        indices: list[torch.Tensor] = [None] * len(arrays)  # type: ignore[list-item]
         with timer(timings, "network_s"):
-            arr = pad_to_multiple(to_rgb_array(im), self.cfg.downsampling)
-            x = torch.from_numpy(np.array(arr)).to(self.device).permute(2, 0, 1)[None].float() / 255
-            indices = self.autoencoder.encode_indices(x, quality)[0]  # (h, w, q)
-        payload = self.coder.encode(indices, timings)
+            for members in _same_shape_groups([a.shape for a in arrays]):
+                x = torch.from_numpy(np.stack([arrays[i] for i in members])).to(self.device)
+                x = x.permute(0, 3, 1, 2).float() / 255                          # (B, 3, H, W)
+                batch_indices = self.autoencoder.encode_indices(x, quality)     # (B, h, w, q)
+                for j, i in enumerate(members):
+                    indices[i] = batch_indices[j]
+        files = [container.pack(h, self.coder.encode(idx, timings)) for h, idx in zip(headers, indices)]
         self.last_timings = timings
-        return container.pack(header, payload)
+        return files
+
+    def decompress_batch(self, datas) -> list[Image.Image]:
+        """Several .vq files; index grids of the same shape share one decoder pass."""
+        timings: dict[str, float] = {}
+        f = self.cfg.downsampling
+        headers, indices = [], []
+        for data in datas:
+            header, payload = self.read_header(data)
+            h, w = -(-header.height // f), -(-header.width // f)
+            headers.append(header)
+            indices.append(self.coder.decode(payload, h, w, header.quality, timings))
+        images: list[Image.Image] = [None] * len(headers)  # type: ignore[list-item]
+        with timer(timings, "network_s"):
+            for members in _same_shape_groups([tuple(i.shape) for i in indices]):
+                x = self.autoencoder.decode_indices(torch.stack([indices[i] for i in members]))
+                arr = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, 3)
+                for j, i in enumerate(members):
+                    images[i] = from_rgb_array(arr[j], headers[i].width, headers[i].height, headers[i].mode)
+        self.last_timings = timings
+        return images
 
     def read_header(self, data: bytes) -> tuple[Header, bytes]:
         header, payload = container.unpack(data)
@@ -141,17 +180,13 @@ class VQCodec:
             raise FormatError(f"corrupt .vq header (quality {header.quality} > {self.cfg.num_stages})")
         return header, payload
 
-    def decompress(self, data: bytes) -> Image.Image:
-        header, payload = self.read_header(data)
-        timings: dict[str, float] = {}
-        f = self.cfg.downsampling
-        h, w = -(-header.height // f), -(-header.width // f)
-        indices = self.coder.decode(payload, h, w, header.quality, timings)
-        with timer(timings, "network_s"):
-            x = self.autoencoder.decode_indices(indices[None])[0]
-            arr = (x * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-        self.last_timings = timings
-        return from_rgb_array(arr, header.width, header.height, header.mode)
+
+def _same_shape_groups(shapes: list[tuple]) -> list[list[int]]:
+    """Positions of equal shapes, grouped, in first-seen order."""
+    groups: dict[tuple, list[int]] = {}
+    for i, shape in enumerate(shapes):
+        groups.setdefault(tuple(shape), []).append(i)
+    return list(groups.values())
 
 
 def resolve_model_dir(model: str | Path | None) -> Path:
