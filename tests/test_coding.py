@@ -108,3 +108,19 @@ def test_table_memory_order_does_not_change_the_bytes():
         enc.encode(symbols, table)
         out.append(enc.finish())
     assert out[0] == out[1]
+
+
+def test_constriction_normalises_integer_frequencies_itself():
+    """The coder is handed integer frequencies; the bytes must equal those of normalised probabilities."""
+    import constriction
+
+    rng = np.random.default_rng(9)
+    freqs = rng.integers(1, 1 << 16, (300, 64)).astype(np.float64)
+    symbols = rng.integers(0, 64, 300).astype(np.int32)
+    model = constriction.stream.model.Categorical(perfect=False)
+    out = []
+    for table in (freqs, freqs / freqs.sum(1, keepdims=True)):
+        enc = constriction.stream.queue.RangeEncoder()
+        enc.encode(symbols, model, table)
+        out.append(enc.get_compressed().tobytes())
+    assert out[0] == out[1]

@@ -1,7 +1,8 @@
 """Entropy coding of symbols with integer frequency tables (numpy + constriction; no torch).
 
 The frequency tables come from the integer prior, so encoder and decoder hand constriction the same
-numbers bit for bit. Probabilities are freq / row_sum: one IEEE division per entry, exact on every machine.
+numbers bit for bit: positive integers (held exactly in float64), which constriction normalises and
+quantises itself, deterministically. tests/test_coding.py pins the resulting bytes.
 """
 from __future__ import annotations
 
@@ -11,10 +12,14 @@ import numpy as np
 _MODEL = constriction.stream.model.Categorical(perfect=False)
 
 
+def _table(freqs: np.ndarray) -> np.ndarray:
+    """(N, K) positive integer frequencies -> C-ordered float64 (constriction 0.5 ignores strides)."""
+    return np.ascontiguousarray(freqs, dtype=np.float64)
+
+
 def _probabilities(freqs: np.ndarray) -> np.ndarray:
-    """(N, K) positive integer frequencies (any dtype holding them exactly) -> (N, K) float64 probabilities."""
     f = np.asarray(freqs, dtype=np.float64)
-    return np.ascontiguousarray(f / f.sum(axis=1, keepdims=True))  # constriction reads C order
+    return f / f.sum(axis=1, keepdims=True)
 
 
 class SymbolEncoder:
@@ -24,7 +29,7 @@ class SymbolEncoder:
     def encode(self, symbols: np.ndarray, freqs: np.ndarray) -> None:
         """symbols: (N,) in 0..K-1; freqs: (N, K) integer frequencies, all >= 1."""
         if len(symbols):
-            self._coder.encode(np.ascontiguousarray(symbols, dtype=np.int32), _MODEL, _probabilities(freqs))
+            self._coder.encode(np.ascontiguousarray(symbols, dtype=np.int32), _MODEL, _table(freqs))
 
     def finish(self) -> bytes:
         return self._coder.get_compressed().astype("<u4").tobytes()
@@ -41,7 +46,7 @@ class SymbolDecoder:
         """freqs: (N, K) -> symbols (N,) int64."""
         if len(freqs) == 0:
             return np.zeros(0, dtype=np.int64)
-        return np.asarray(self._coder.decode(_MODEL, _probabilities(freqs)), dtype=np.int64)
+        return np.asarray(self._coder.decode(_MODEL, _table(freqs)), dtype=np.int64)
 
 
 def cross_entropy_bits(symbols: np.ndarray, freqs: np.ndarray) -> float:
