@@ -29,11 +29,17 @@ def write_atomically(path: Path, write, force: bool) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise fail(f"folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
+    except OSError as e:
+        raise fail(f"cannot write {path}: {e.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise fail(f"cannot write {path}: {e.strerror}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -60,9 +66,11 @@ def library_errors(fn):
             return fn(*args, **kwargs)
         except click.ClickException:
             raise
-        except (ValueError, OSError, MemoryError) as e:
-            msg = getattr(e, "strerror", None) or str(e) or e.__class__.__name__
-            raise fail(msg.splitlines()[0]) from None
+        except OSError as e:
+            where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+            raise fail(f"{e.strerror or e}{where}".splitlines()[0]) from None
+        except (ValueError, MemoryError) as e:
+            raise fail((str(e) or e.__class__.__name__).splitlines()[0]) from None
     return wrapper
 
 
