@@ -175,16 +175,17 @@ def info(input, as_json):
 @click.option("--crop", type=int, default=128, show_default=True)
 @click.option("--lr", type=float, default=3e-4, show_default=True)
 @click.option("--prior-crops", type=int, default=1600, show_default=True, help="Crops whose indices train the prior.")
+@click.option("--prior-crop", type=int, default=256, show_default=True, help="Size of those crops.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--config", "config_json", default=None, help="JSON object overriding model config fields.")
 @library_errors
-def train(data_dir, out, name, steps, prior_steps, batch_size, crop, lr, prior_crops, device, config_json):
+def train(data_dir, out, name, steps, prior_steps, batch_size, crop, lr, prior_crops, prior_crop, device, config_json):
     """Train a model on a folder of images (autoencoder, then prior), and export it to OUT/NAME."""
     from .training_cli import run_training
 
     run_training(data_dir=data_dir, out=out, name=name, steps=steps, prior_steps=prior_steps,
-                 batch_size=batch_size, crop=crop, lr=lr, prior_crops=prior_crops, device=device,
-                 config_json=config_json, echo=click.echo)
+                 batch_size=batch_size, crop=crop, lr=lr, prior_crops=prior_crops, prior_crop=prior_crop,
+                 device=device, config_json=config_json, echo=click.echo)
 
 
 def _register_bench():

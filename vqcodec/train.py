@@ -52,9 +52,10 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, steps: int, batch
     ckpt_path = out_dir / "autoencoder.ckpt"
     model = VQAutoencoder(cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    start = 0
+    start, elapsed_before = 0, 0.0
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location=device, weights_only=True)
+        elapsed_before = float(ck.get("elapsed_s", 0.0))
         if autoencoder_fields(ModelConfig.from_dict(ck["config"])) != autoencoder_fields(cfg):
             raise ValueError(f"{ckpt_path} was trained with another config; use another --out")
         model.load_state_dict(ck["model"])
@@ -92,9 +93,11 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, steps: int, batch
         bar.set_postfix(loss=f"{loss.item():.5f}", psnr_full=f"{ema_psnr or 0:.2f}", refresh=False)
         if step % 250 == 249 or step == steps - 1:
             save_checkpoint(ckpt_path, config=cfg.to_dict(), model=model.state_dict(),
-                            optimizer=opt.state_dict(), step=step + 1)
+                            optimizer=opt.state_dict(), step=step + 1,
+                            elapsed_s=elapsed_before + time.time() - t0)
             log(f"step {step + 1} loss {loss.item():.5f} psnr_full {ema_psnr or 0:.2f} "
                 f"restarted {restarted if step >= 99 else 0} elapsed {time.time() - t0:.0f}s")
+    model.train_seconds = elapsed_before + time.time() - t0  # wall time over all resumed runs
     return model
 
 
@@ -160,7 +163,9 @@ def train_prior(model: VQAutoencoder, indices: torch.Tensor, out_dir: Path, floa
     """Train the prior in float, then quantisation-aware; returns (PriorNet, report dict)."""
     cfg = model.cfg
     codebooks = [vq.codebook.detach().to(device) for vq in model.rvq.stages]
-    held_out = max(8, len(indices) // 20)
+    if len(indices) < 2:
+        raise ValueError("the prior needs at least 2 index grids (--prior-crops)")
+    held_out = max(1, len(indices) // 20)
     val, train_idx = indices[:held_out].to(device), indices[held_out:].to(device)
     ckpt_path = out_dir / "prior.ckpt"
     prior = PriorNet(cfg, choose_input_scale(codebooks, train_idx[:64])).to(device)

@@ -31,7 +31,8 @@ def export_model(codec_bytes: bytes, cfg: ModelConfig, report: dict, model_dir: 
 
 
 def run_training(data_dir: Path, out: Path, name: str, steps: int, prior_steps: int, batch_size: int,
-                 crop: int, lr: float, prior_crops: int, device: str, config_json: str | None, echo=print):
+                 crop: int, lr: float, prior_crops: int, device: str, config_json: str | None, echo=print,
+                 prior_crop: int = 256):
     from .codec import VQCodec
 
     device = pick_device(device)
@@ -44,18 +45,17 @@ def run_training(data_dir: Path, out: Path, name: str, steps: int, prior_steps: 
     images = load_images(data_dir, crop)
     echo(f"{len(images)} training images from {data_dir}; device {device}; config {cfg}")
     ae = train_autoencoder(cfg, images, out, steps, batch_size=batch_size, crop=crop, lr=lr, device=device, log=echo)
-    t_ae = time.time() - t0
     indices_path = out / "indices.pt"
     if indices_path.exists():
         indices = torch.load(indices_path, weights_only=True)
     else:
-        indices = collect_indices(ae, images, prior_crops, device=device)
+        indices = collect_indices(ae, images, prior_crops, crop=prior_crop, device=device)
         torch.save(indices, indices_path)
     prior, int_prior, report = train_prior(ae, indices, out, float_steps=prior_steps,
                                            qat_steps=max(1, prior_steps // 3), device=device, log=echo)
     weights = VQCodec.serialize(ae.cpu().eval(), int_prior)
     report.update(autoencoder_steps=steps, prior_steps=prior_steps, batch_size=batch_size, crop=crop, lr=lr,
-                  device=device, images=len(images), wall_time_s=round(time.time() - t0),
-                  autoencoder_wall_time_s=round(t_ae), weights_bytes=len(weights))
+                  device=device, images=len(images), last_invocation_wall_time_s=round(time.time() - t0),
+                  autoencoder_wall_time_s=round(ae.train_seconds), weights_bytes=len(weights))
     export_model(weights, cfg, report, out / name)
     echo(f"exported {out / name} ({len(weights) / 1e6:.1f} MB) in {time.time() - t0:.0f}s")
