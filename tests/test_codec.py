@@ -1,5 +1,4 @@
 """Images <-> .vq bytes with a tiny random model: qualities, sizes, modes, errors, determinism."""
-import io
 
 import numpy as np
 import pytest

@@ -1,5 +1,4 @@
 """Every Python example in the README runs (documentation examples are tests)."""
-import os
 import re
 from pathlib import Path
 

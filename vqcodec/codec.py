@@ -72,12 +72,11 @@ class VQCodec:
     def from_bytes(cls, weights: bytes, config: ModelConfig, device: str = "cpu") -> "VQCodec":
         tensors = load_safetensors(weights)
         ae = VQAutoencoder(config)
-        ae_state = {k[3:]: v for k, v in tensors.items() if k.startswith("ae.")}
-        ae_state.update({k: v for k, v in ae.state_dict().items() if not v.dtype.is_floating_point
-                         and k not in ae_state})
-        for vq in ae.rvq.stages:  # exported codebooks are initialised
+        state = ae.state_dict()
+        state.update({k[3:]: v for k, v in tensors.items() if k.startswith("ae.")})
+        ae.load_state_dict(state)
+        for vq in ae.rvq.stages:  # exported codebooks are initialised (bool buffers are not exported)
             vq.initialized.fill_(True)
-        ae.load_state_dict({**ae.state_dict(), **ae_state})
         prior = IntegerPrior(config, {k[6:]: v for k, v in tensors.items() if k.startswith("prior.")})
         return cls(ae, prior, weights, device)
 

@@ -60,9 +60,14 @@ def _ste_round(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 
 
+def weight_scale(w: torch.Tensor) -> torch.Tensor:
+    """Per-output-channel step of symmetric int8 weights: max |w| / 127, shape (C_out,)."""
+    return w.detach().abs().flatten(1).amax(1).clamp_min(1e-8) / 127
+
+
 def _fake_quant_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-output-channel symmetric int8. Returns (dequantised weight, scale (C_out,))."""
-    scale = w.detach().abs().flatten(1).amax(1).clamp_min(1e-8) / 127
+    scale = weight_scale(w)
     shape = (-1,) + (1,) * (w.dim() - 1)
     return _ste_round(w / scale.view(shape)).clamp(-127, 127) * scale.view(shape), scale
 
@@ -184,7 +189,7 @@ class IntegerPrior:
         for name, out_scale in (("conv1", act1), ("conv2", act2), ("conv3", LOGIT_SCALE)):
             conv = getattr(prior, name)
             w = conv.weight.detach().double()
-            w_scale = (w.abs().flatten(1).amax(1).clamp_min(1e-8) / 127)
+            w_scale = weight_scale(w)
             w_int = torch.round(w / w_scale.view(-1, *(1,) * (w.dim() - 1))).clamp(-127, 127)
             t[f"{name}.weight"] = w_int.to(torch.int64).reshape(s, -1, *w.shape[1:])
             t[f"{name}.bias"] = torch.round(conv.bias.detach().double() / (w_scale * in_scale)).to(torch.int64).reshape(s, -1)

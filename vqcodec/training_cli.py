@@ -1,7 +1,6 @@
 """`vqcodec train`: autoencoder, indices, prior, export — each phase resumable from OUT."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
