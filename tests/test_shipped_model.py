@@ -79,3 +79,20 @@ def test_installed_command_works_from_any_folder(tmp_path):
     assert Image.open(tmp_path / "back.png").size == (96, 64)
     r = run("decompress", "photo.png", "x.png")
     assert r.returncode == 1 and r.stderr.strip() == "Error: not a .vq file (bad magic bytes)"
+
+
+def test_a_file_made_with_the_earlier_shipped_model_still_decodes():
+    """vqf8-v1 stays shipped so that its files decode: exact indices, same picture."""
+    import hashlib
+
+    import vqcodec
+
+    data = (ROOT / "tests" / "golden" / "vqf8-v1_kodim23_crop_q3.vq").read_bytes()
+    assert vqcodec.read_info(data).model_name == "vqf8-v1"
+    codec = load_codec("vqf8-v1")
+    _, payload = codec.read_header(data)
+    indices = codec.coder.decode(payload, 8, 12, 3).numpy().astype("<i8")
+    assert hashlib.sha256(indices.tobytes()).hexdigest() == \
+        "c4dfc0e33f45a688dbd825054a0aa346dcae9c41935907c7dadcf1b2dda79b26"
+    original = Image.open(PHOTO).convert("RGB").crop((256, 128, 352, 192))
+    assert psnr(original, vqcodec.decompress(data)) == pytest.approx(36.07, abs=0.1)

@@ -41,3 +41,12 @@ def test_train_resume_export_and_use(tmp_path):
 def test_train_refuses_an_empty_folder(tmp_path):
     result = CliRunner().invoke(cli, ["train", str(tmp_path), "--out", str(tmp_path / "run")])
     assert result.exit_code == 1 and result.output == f"Error: no images found under {tmp_path}\n"
+
+
+def test_learning_rate_warms_up_from_zero_and_again_after_a_resume():
+    from vqcodec.train import cosine_lr
+    fresh = [cosine_lr(s, 1000, 1e-3) for s in (0, 199, 200, 999)]
+    assert fresh[0] < 1e-5 and fresh[1] == fresh[2] == 1e-3 and abs(fresh[3] - 1e-4) < 1e-8
+    # a warm restart (resume with more steps) ramps up over 200 steps instead of jumping to the schedule
+    assert cosine_lr(500, 2000, 1e-3, resumed_at=500) < 1e-5
+    assert cosine_lr(699, 2000, 1e-3, resumed_at=500) == cosine_lr(699, 2000, 1e-3)

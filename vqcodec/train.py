@@ -21,11 +21,11 @@ def load_images(data_dir: str | Path, crop: int, limit: int | None = None):
     return [load_training_image(p, crop) for p in tqdm(paths, desc="loading images", unit="img")]
 
 
-def cosine_lr(step: int, total: int, base: float, warmup: int = 200) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+def cosine_lr(step: int, total: int, base: float, warmup: int = 200, resumed_at: int = 0) -> float:
+    """Linear warmup, cosine decay to base/10; after a resume the rate ramps up again over `warmup` steps."""
+    ramp = min(1.0, (step + 1) / warmup, (step - resumed_at + 1) / warmup if resumed_at else 1.0)
+    t = max(0, step - warmup) / max(1, total - warmup)
+    return ramp * base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
 def sample_stage_counts(batch: int, num_stages: int, gen: torch.Generator) -> torch.Tensor:
@@ -72,7 +72,7 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, steps: int, batch
     t0 = time.time()
     for step in bar:
         for g in opt.param_groups:
-            g["lr"] = cosine_lr(step, steps, lr)
+            g["lr"] = cosine_lr(step, steps, lr, resumed_at=start)
         x = sampler.batch(batch_size).to(device)
         counts = sample_stage_counts(batch_size, cfg.num_stages, gen).to(device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
