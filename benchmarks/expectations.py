@@ -1,6 +1,6 @@
 """Record the shipped model's bpp and PSNR on kodim23 at every quality, for tests/test_shipped_model.py.
 
-    python benchmarks/expectations.py [--model vqf8-v1]
+    python benchmarks/expectations.py [--model NAME]   (default: the default shipped model)
 
 Writes models/<model>/test_expectations.json. Run it once when a new model is exported.
 """
@@ -15,13 +15,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="vqf8-v1")
+    ap.add_argument("--model", default=None)
     args = ap.parse_args()
 
     import numpy as np
     from PIL import Image
 
-    from vqcodec.codec import load_codec, resolve_model_dir
+    from vqcodec.codec import DEFAULT_MODEL, load_codec, resolve_model_dir
+
+    args.model = args.model or DEFAULT_MODEL
 
     codec = load_codec(args.model)
     photo = Image.open(ROOT / "benchmarks/kodak/kodim23.png").convert("RGB")

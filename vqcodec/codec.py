@@ -27,7 +27,7 @@ from .prior import IntegerPrior, PriorNet
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-DEFAULT_MODEL = "vqf8-v1"
+DEFAULT_MODEL = "vqf8-v2"
 
 
 class ModelMismatchError(ValueError):
