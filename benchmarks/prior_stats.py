@@ -4,7 +4,9 @@
 
 For each quality: bits per index of the file's payload, of the prior's ideal code length
 (cross-entropy under its integer tables), and of plain log2(K) coding; the prior's saving over
-log2(K) and the payload's overhead over the cross-entropy. Writes benchmarks/results/prior_stats.json.
+log2(K) and the payload's overhead over the cross-entropy; per residual stage, how many of the K codes
+the images use and their perplexity (2 ** entropy of the stage's code histogram).
+Writes benchmarks/results/prior_stats.json.
 """
 from __future__ import annotations
 
@@ -34,10 +36,13 @@ def main() -> None:
     f, k = codec.cfg.downsampling, codec.cfg.codebook_size
     paths = sorted(Path(args.dataset).glob("*.png"))
     totals = {q: {"ideal_bits": 0.0, "payload_bits": 0, "indices": 0} for q in codec.qualities}
+    counts = torch.zeros(codec.cfg.num_stages, k, dtype=torch.float64)  # code histogram per stage
     for path in tqdm(paths, desc="images"):
         arr = pad_to_multiple(np.asarray(Image.open(path).convert("RGB")), f)
         x = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float() / 255
-        all_indices = codec.autoencoder.encode_indices(x, codec.cfg.num_stages)[0]
+        all_indices = codec.autoencoder.encode_indices(x, codec.cfg.num_stages)[0]  # (h, w, S)
+        for stage in range(codec.cfg.num_stages):
+            counts[stage] += torch.bincount(all_indices[..., stage].flatten(), minlength=k).double()
         for q in codec.qualities:
             stats: dict = {}
             payload = codec.coder.encode(all_indices[..., :q], stats=stats)
@@ -55,10 +60,16 @@ def main() -> None:
         rows.append(row)
         print(f"| {q} | {real:.4f} | {ideal:.4f} | {math.log2(k):.0f} | {row['saving_vs_uniform_pct']:.1f} % "
               f"| {row['payload_overhead_pct']:.3f} % |")
+    p = counts / counts.sum(1, keepdim=True)
+    entropy = -(p * torch.where(p > 0, p.log2(), torch.zeros_like(p))).sum(1)
+    stages = [{"stage": s + 1, "codes_used": int((counts[s] > 0).sum()), "perplexity": float(2 ** entropy[s])}
+              for s in range(codec.cfg.num_stages)]
+    print("codes used per stage:", [r["codes_used"] for r in stages],
+          "perplexity:", [round(r["perplexity"]) for r in stages])
     out = ROOT / "benchmarks/results/prior_stats.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"dataset": Path(args.dataset).name, "images": len(paths), "model": codec.model_name,
-                               "per_quality": rows}, indent=2) + "\n")
+                               "per_quality": rows, "codebook_usage": stages}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
