@@ -169,7 +169,7 @@ def info(input, as_json):
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/train"),
               show_default=True, help="Checkpoints and the exported model go here; a rerun resumes.")
 @click.option("--name", default="vqf8-custom", show_default=True, help="Name of the exported model.")
-@click.option("--steps", type=int, default=6000, show_default=True, help="Autoencoder training steps.")
+@click.option("--steps", type=int, default=6000, show_default=True, help="Autoencoder training steps (total; a rerun with more steps continues, ramping the learning rate up again over 200 steps).")
 @click.option("--prior-steps", type=int, default=1500, show_default=True, help="Prior steps (float, then 1/3 more quantisation-aware).")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--crop", type=int, default=128, show_default=True)
