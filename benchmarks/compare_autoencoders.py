@@ -10,6 +10,14 @@ from __future__ import annotations
 import argparse
 
 
+def training_crops(data: str):
+    """48 fixed random 256x256 crops from every 15th training photo -> (48, 3, 256, 256) in [0, 1]."""
+    from vqcodec.data import CropSampler
+    from vqcodec.train import load_images
+
+    return CropSampler(load_images(data, 256)[::15], 256, seed=7).batch(48)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+", help="shipped model names or model folders")
@@ -19,10 +27,8 @@ def main() -> None:
     import torch
 
     from vqcodec.codec import load_codec
-    from vqcodec.data import CropSampler
-    from vqcodec.train import load_images
 
-    crops = CropSampler(load_images(args.data, 256)[::15], 256, seed=7).batch(48)  # (48, 3, 256, 256)
+    crops = training_crops(args.data)  # (48, 3, 256, 256)
 
     def psnr(run) -> float:
         with torch.no_grad():

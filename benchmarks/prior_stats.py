@@ -3,8 +3,8 @@
     python benchmarks/prior_stats.py [--dataset benchmarks/kodak] [--model NAME]
 
 For each quality: bits per index of the file's payload, of the prior's ideal code length
-(cross-entropy under its integer tables), and of plain log2(K) coding; the prior's saving over
-log2(K) and the payload's overhead over the cross-entropy; per residual stage, how many of the K codes
+(cross-entropy under its integer tables), and of plain log2(alphabet) coding (K codes, or a coarse
+level's n); the prior's saving over that and the payload's overhead over the cross-entropy; per residual stage, how many of the K codes
 the images use and their perplexity (2 ** entropy of the stage's code histogram).
 Writes benchmarks/results/prior_stats.json.
 """
@@ -44,21 +44,28 @@ def main() -> None:
         for stage in range(codec.cfg.num_stages):
             counts[stage] += torch.bincount(all_indices[..., stage].flatten(), minlength=k).double()
         for q in codec.qualities:
+            stages, coarse = codec.quality_plan(q)
+            if coarse is None:
+                indices = all_indices[..., :stages]
+            else:  # a coarse level: stage 0 limited to the level's codes
+                indices = codec.autoencoder.encode_indices(x, 1, coarse.codes)[0]
             stats: dict = {}
-            payload = codec.coder.encode(all_indices[..., :q], stats=stats)
+            payload = codec.coder.encode(indices, stats=stats, coarse=coarse)
             totals[q]["ideal_bits"] += stats["ideal_bits"]
             totals[q]["payload_bits"] += 8 * len(payload)
-            totals[q]["indices"] += all_indices[..., :q].numel()
+            totals[q]["indices"] += indices.numel()
+            totals[q]["alphabet"] = k if coarse is None else len(coarse.codes)
     rows = []
-    print("| quality | payload bits/index | prior cross-entropy | log2(K) | saving vs log2(K) | payload overhead |")
+    print("| quality | payload bits/index | prior cross-entropy | log2(alphabet) | saving vs log2 | payload overhead |")
     print("|---|---|---|---|---|---|")
     for q, t in totals.items():
         ideal, real = t["ideal_bits"] / t["indices"], t["payload_bits"] / t["indices"]
-        row = {"quality": q, "payload_bits_per_index": real, "cross_entropy_bits_per_index": ideal,
-               "uniform_bits_per_index": math.log2(k), "saving_vs_uniform_pct": 100 * (1 - real / math.log2(k)),
-               "payload_overhead_pct": 100 * (real / ideal - 1)}
+        uniform = math.log2(t["alphabet"])
+        row = {"quality": q, "alphabet": t["alphabet"], "payload_bits_per_index": real,
+               "cross_entropy_bits_per_index": ideal, "uniform_bits_per_index": uniform,
+               "saving_vs_uniform_pct": 100 * (1 - real / uniform), "payload_overhead_pct": 100 * (real / ideal - 1)}
         rows.append(row)
-        print(f"| {q} | {real:.4f} | {ideal:.4f} | {math.log2(k):.0f} | {row['saving_vs_uniform_pct']:.1f} % "
+        print(f"| {q} | {real:.4f} | {ideal:.4f} | {uniform:.2f} | {row['saving_vs_uniform_pct']:.1f} % "
               f"| {row['payload_overhead_pct']:.3f} % |")
     p = counts / counts.sum(1, keepdim=True)
     entropy = -(p * torch.where(p > 0, p.log2(), torch.zeros_like(p))).sum(1)

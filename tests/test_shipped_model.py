@@ -47,18 +47,20 @@ def test_rate_and_quality_at_every_level(codec, photo):
     assert list(bpps) == sorted(bpps) and list(dbs) == sorted(dbs)
 
 
-def test_same_pixels_twice_and_same_indices_across_thread_counts(codec, photo):
-    data = codec.compress(photo, 4)
+@pytest.mark.parametrize("quality", [1, 4])  # 1: the lowest level (coarse, when the model has coarse levels)
+def test_same_pixels_twice_and_same_indices_across_thread_counts(codec, photo, quality):
+    data = codec.compress(photo, quality)
     assert np.array_equal(np.asarray(codec.decompress(data)), np.asarray(codec.decompress(data)))
     header, payload = codec.read_header(data)
     h, w = -(-header.height // 8), -(-header.width // 8)
+    stages, coarse = codec.quality_plan(quality)
     before = torch.get_num_threads()
     try:
         decoded, files = [], []
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            files.append(codec.compress(photo, 4))
-            decoded.append(codec.coder.decode(payload, h, w, 4))
+            files.append(codec.compress(photo, quality))
+            decoded.append(codec.coder.decode(payload, h, w, stages, coarse=coarse))
     finally:
         torch.set_num_threads(before)
     assert files[0] == files[1] == data
@@ -81,18 +83,21 @@ def test_installed_command_works_from_any_folder(tmp_path):
     assert r.returncode == 1 and r.stderr.strip() == "Error: not a .vq file (bad magic bytes)"
 
 
-def test_a_file_made_with_the_earlier_shipped_model_still_decodes():
-    """vqf8-v1 stays shipped so that its files decode: exact indices, same picture."""
+@pytest.mark.parametrize("model, index_sha256, expected_psnr", [
+    ("vqf8-v1", "c4dfc0e33f45a688dbd825054a0aa346dcae9c41935907c7dadcf1b2dda79b26", 36.07),
+    ("vqf8-v2", "6c7f1147ed09b5202be8bfe9763c575b823eaebf255b56b4f163bae80a5aa552", 36.65),
+])
+def test_a_file_made_with_an_earlier_shipped_model_still_decodes(model, index_sha256, expected_psnr):
+    """Earlier models stay shipped so that their files decode: exact indices, same picture."""
     import hashlib
 
     import vqcodec
 
-    data = (ROOT / "tests" / "golden" / "vqf8-v1_kodim23_crop_q3.vq").read_bytes()
-    assert vqcodec.read_info(data).model_name == "vqf8-v1"
-    codec = load_codec("vqf8-v1")
+    data = (ROOT / "tests" / "golden" / f"{model}_kodim23_crop_q3.vq").read_bytes()
+    assert vqcodec.read_info(data).model_name == model
+    codec = load_codec(model)
     _, payload = codec.read_header(data)
     indices = codec.coder.decode(payload, 8, 12, 3).numpy().astype("<i8")
-    assert hashlib.sha256(indices.tobytes()).hexdigest() == \
-        "c4dfc0e33f45a688dbd825054a0aa346dcae9c41935907c7dadcf1b2dda79b26"
+    assert hashlib.sha256(indices.tobytes()).hexdigest() == index_sha256
     original = Image.open(PHOTO).convert("RGB").crop((256, 128, 352, 192))
-    assert psnr(original, vqcodec.decompress(data)) == pytest.approx(36.07, abs=0.1)
+    assert psnr(original, vqcodec.decompress(data)) == pytest.approx(expected_psnr, abs=0.1)

@@ -8,7 +8,7 @@ from PIL import Image
 from vqcodec.cli import cli
 
 TINY_CONFIG = json.dumps({"channels": [8, 16], "latent_dim": 4, "codebook_size": 16, "num_stages": 2,
-                          "prior_hidden": 8})
+                          "prior_hidden": 8, "coarse_sizes": [4]})
 
 
 def test_train_resume_export_and_use(tmp_path):
@@ -31,11 +31,13 @@ def test_train_resume_export_and_use(tmp_path):
     assert again.exit_code == 0 and "resumed autoencoder from step 3" in again.output
 
     vq = tmp_path / "x.vq"
-    ok = runner.invoke(cli, ["compress", str(data / "0.png"), str(vq), "-q", "2", "--model", str(model_dir)])
-    assert ok.exit_code == 0, ok.output
-    out = tmp_path / "x.png"
-    ok = runner.invoke(cli, ["decompress", str(vq), str(out), "--model", str(model_dir)])
-    assert ok.exit_code == 0 and Image.open(out).size == (90, 72)
+    for quality in (1, 3):  # quality 1: the coarse level (stage 0 limited to 4 codes)
+        ok = runner.invoke(cli, ["compress", str(data / "0.png"), str(vq), "-q", str(quality), "-f",
+                                 "--model", str(model_dir)])
+        assert ok.exit_code == 0, ok.output
+        out = tmp_path / "x.png"
+        ok = runner.invoke(cli, ["decompress", str(vq), str(out), "-f", "--model", str(model_dir)])
+        assert ok.exit_code == 0 and Image.open(out).size == (90, 72)
 
 
 def test_train_refuses_an_empty_folder(tmp_path):

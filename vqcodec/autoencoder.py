@@ -85,11 +85,14 @@ class VQAutoencoder(nn.Module):
         return recon, commit, indices.reshape(b, h, w, -1)
 
     @torch.no_grad()
-    def encode_indices(self, x: torch.Tensor, num_stages: int) -> torch.Tensor:
-        """x: (B, 3, H, W), H and W multiples of f -> indices (B, h, w, q) int64."""
+    def encode_indices(self, x: torch.Tensor, num_stages: int, first_codes: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, 3, H, W), H and W multiples of f -> indices (B, h, w, q) int64.
+
+        first_codes: (M,) the only codes stage 0 may use (a coarse quality level); None = all.
+        """
         z = self.encoder(x)
         b, _, h, w = z.shape
-        return self.rvq.encode(self._flatten(z), num_stages).reshape(b, h, w, num_stages)
+        return self.rvq.encode(self._flatten(z), num_stages, first_codes).reshape(b, h, w, num_stages)
 
     @torch.no_grad()
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:

@@ -20,8 +20,7 @@ from . import container
 from .autoencoder import VQAutoencoder
 from .config import ModelConfig
 from .container import FormatError, Header
-from .coding import timer
-from .coding import IndexCoder
+from .coding import CoarseAlphabet, IndexCoder, timer
 from .images import from_rgb_array, open_image, pad_to_multiple, to_codec_mode, to_rgb_array
 from .prior import IntegerPrior, PriorNet
 
@@ -48,24 +47,35 @@ def weights_hash(weights: bytes) -> bytes:
 
 
 class VQCodec:
-    def __init__(self, autoencoder: VQAutoencoder, prior: IntegerPrior, weights: bytes, device: str = "cpu"):
+    def __init__(self, autoencoder: VQAutoencoder, prior: IntegerPrior, weights: bytes, device: str = "cpu",
+                 coarse_codes: torch.Tensor | None = None):
+        """coarse_codes: stage-0 codes in the order the coarse levels take them (a level of size n
+        uses the first n); needed when the config has coarse_sizes."""
         self.cfg = autoencoder.cfg
         self.device = torch.device(device)
         self.autoencoder = autoencoder.to(self.device).eval()
         self.prior = prior.to(self.device)
         self.coder = IndexCoder(self.prior)
+        self.coarse_codes = None if coarse_codes is None else coarse_codes.to(torch.int64)
+        needed = max(self.cfg.coarse_sizes, default=0)
+        if needed and (self.coarse_codes is None or len(self.coarse_codes) < needed):
+            raise ValueError(f"model {self.cfg.name}: its coarse levels need {needed} coarse codes in the weights")
+        self.coarse = {n: CoarseAlphabet.build(prior.t["codebooks"][0], self.coarse_codes[:n])
+                       for n in self.cfg.coarse_sizes}
         self.model_name = self.cfg.name
         self.model_hash = weights_hash(weights)
         self.last_timings: dict[str, float] = {}
 
     # --- construction ------------------------------------------------------------------------
     @staticmethod
-    def serialize(autoencoder: VQAutoencoder, prior: IntegerPrior) -> bytes:
+    def serialize(autoencoder: VQAutoencoder, prior: IntegerPrior, coarse_codes: torch.Tensor | None = None) -> bytes:
         tensors = {f"ae.{k}": v.detach().float().cpu().contiguous()
                    for k, v in autoencoder.state_dict().items() if v.dtype.is_floating_point}
         for k, v in prior.tensors().items():
             small = torch.int8 if k.endswith(".weight") else torch.int32
             tensors[f"prior.{k}"] = v.to(small).cpu().contiguous()
+        if coarse_codes is not None:
+            tensors["coarse.codes"] = coarse_codes.to(torch.int32).cpu().contiguous()
         return save_safetensors(tensors, metadata={"config": json.dumps(autoencoder.cfg.to_dict())})
 
     @classmethod
@@ -78,7 +88,7 @@ class VQCodec:
         for vq in ae.rvq.stages:  # exported codebooks are initialised (bool buffers are not exported)
             vq.initialized.fill_(True)
         prior = IntegerPrior(config, {k[6:]: v for k, v in tensors.items() if k.startswith("prior.")})
-        return cls(ae, prior, weights, device)
+        return cls(ae, prior, weights, device, tensors.get("coarse.codes"))
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "cpu") -> "VQCodec":
@@ -101,16 +111,23 @@ class VQCodec:
             ae.rvq(torch.randn(1024, config.latent_dim))  # k-means init of every stage
         prior_net = PriorNet(config)
         prior = IntegerPrior.from_float(prior_net, [vq.codebook for vq in ae.rvq.stages])
-        return cls.from_bytes(cls.serialize(ae.eval(), prior), config, device)
+        coarse = torch.randperm(config.codebook_size)[:max(config.coarse_sizes)] if config.coarse_sizes else None
+        return cls.from_bytes(cls.serialize(ae.eval(), prior, coarse), config, device)
 
     @property
     def qualities(self) -> list[int]:
-        return list(range(1, self.cfg.num_stages + 1))
+        return list(range(1, self.cfg.num_qualities + 1))
 
     def check_quality(self, quality: int) -> int:
-        if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= self.cfg.num_stages:
-            raise ValueError(f"quality must be an integer from 1 to {self.cfg.num_stages}, not {quality!r}")
+        top = self.cfg.num_qualities
+        if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= top:
+            raise ValueError(f"quality must be an integer from 1 to {top}, not {quality!r}")
         return int(quality)
+
+    def quality_plan(self, quality: int) -> tuple[int, CoarseAlphabet | None]:
+        """quality -> (residual stages coded, the coarse alphabet of stage 0 or None)."""
+        stages, coarse_size = self.cfg.quality_plan(quality)
+        return stages, None if coarse_size is None else self.coarse[coarse_size]
 
     # --- images <-> .vq bytes ------------------------------------------------------------------
     def compress(self, image, quality: int, notes: list[str] | None = None) -> bytes:
@@ -127,6 +144,8 @@ class VQCodec:
         last_timings then holds the split of the whole batch.
         """
         quality = self.check_quality(quality)
+        stages, coarse = self.quality_plan(quality)
+        first_codes = None if coarse is None else coarse.codes.to(self.device)
         timings: dict[str, float] = {}
         headers, arrays = [], []
         for image in images:
@@ -142,10 +161,10 @@ class VQCodec:
             for members in _same_shape_groups([a.shape for a in arrays]):
                 x = torch.from_numpy(np.stack([arrays[i] for i in members])).to(self.device)
                 x = x.permute(0, 3, 1, 2).float() / 255                          # (B, 3, H, W)
-                batch_indices = self.autoencoder.encode_indices(x, quality)     # (B, h, w, q)
+                batch_indices = self.autoencoder.encode_indices(x, stages, first_codes)  # (B, h, w, stages)
                 for j, i in enumerate(members):
                     indices[i] = batch_indices[j]
-        files = [container.pack(h, self.coder.encode(idx, timings)) for h, idx in zip(headers, indices)]
+        files = [container.pack(h, self.coder.encode(idx, timings, coarse=coarse)) for h, idx in zip(headers, indices)]
         self.last_timings = timings
         return files
 
@@ -158,7 +177,8 @@ class VQCodec:
             header, payload = self.read_header(data)
             h, w = -(-header.height // f), -(-header.width // f)
             headers.append(header)
-            indices.append(self.coder.decode(payload, h, w, header.quality, timings))
+            stages, coarse = self.quality_plan(header.quality)
+            indices.append(self.coder.decode(payload, h, w, stages, timings, coarse=coarse))
         images: list[Image.Image] = [None] * len(headers)  # type: ignore[list-item]
         with timer(timings, "network_s"):
             for members in _same_shape_groups([tuple(i.shape) for i in indices]):
@@ -175,8 +195,8 @@ class VQCodec:
             raise ModelMismatchError(
                 f"this file was made with model {header.model_name} (weights {header.model_hash.hex()}); "
                 f"the loaded model is {self.model_name} (weights {self.model_hash.hex()})")
-        if header.quality > self.cfg.num_stages:
-            raise FormatError(f"corrupt .vq header (quality {header.quality} > {self.cfg.num_stages})")
+        if header.quality > self.cfg.num_qualities:
+            raise FormatError(f"corrupt .vq header (quality {header.quality} > {self.cfg.num_qualities})")
         return header, payload
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .container import FormatError
@@ -24,6 +26,35 @@ def timer(timings: dict, key: str):
         timings[key] = timings.get(key, 0.0) + time.perf_counter() - t
 
 
+@dataclass(frozen=True)
+class CoarseAlphabet:
+    """Stage 0 of a coarse quality level: only `codes` may occur, coded as their positions 0..M-1.
+
+    Every code of the codebook belongs to the cell of its nearest allowed code, and a cell's frequency
+    is the sum of its members' integer frequencies: the full prior's tables, merged exactly.
+    """
+    codes: torch.Tensor   # (M,) int64: symbol j stands for stage-0 code codes[j]
+    cells: torch.Tensor   # (K,) int64: the symbol of every code's nearest allowed code
+    merge: np.ndarray     # (K, M) float64 0/1: tables (N, K) @ merge -> (N, M), exact (integer sums < 2**53)
+
+    @classmethod
+    def build(cls, int_codebook: torch.Tensor, codes: torch.Tensor) -> "CoarseAlphabet":
+        """int_codebook: (K, D) the prior's integer vectors of stage 0; codes: (M,) distinct allowed codes.
+
+        Nearest means the smallest integer squared distance (ties: the lower symbol), so every machine
+        builds the same cells.
+        """
+        cb, codes = int_codebook.cpu().to(torch.int64), codes.cpu().to(torch.int64)
+        k = cb.shape[0]
+        if codes.dim() != 1 or len(codes) < 2 or len(codes.unique()) != len(codes) or codes.min() < 0 or codes.max() >= k:
+            raise ValueError(f"coarse codes must be at least 2 distinct indices below {k}")
+        cells = (cb[:, None, :] - cb[codes][None]).pow(2).sum(2).argmin(1)      # (K,)
+        cells[codes] = torch.arange(len(codes))
+        merge = np.zeros((k, len(codes)), dtype=np.float64)
+        merge[np.arange(k), cells.numpy()] = 1.0
+        return cls(codes, cells, merge)
+
+
 class IndexCoder:
     def __init__(self, prior: IntegerPrior):
         self.prior = prior
@@ -38,11 +69,17 @@ class IndexCoder:
         ctx = build_context(self.prior.to_input(prev), self.prior.to_input(cur), known)
         return self.prior.frequencies(stage, ctx, mask)
 
-    def encode(self, indices: torch.Tensor, timings: dict | None = None, stats: dict | None = None) -> bytes:
-        """indices: (h, w, q) int64 -> payload. stats, if given, accumulates the ideal code length."""
+    def encode(self, indices: torch.Tensor, timings: dict | None = None, stats: dict | None = None,
+               coarse: CoarseAlphabet | None = None) -> bytes:
+        """indices: (h, w, q) int64 -> payload. stats, if given, accumulates the ideal code length.
+
+        coarse: stage 0 uses only coarse.codes and is coded in that alphabet (a coarse quality level).
+        """
         timings = {} if timings is None else timings
         h, w, q = indices.shape
         indices = indices.to(self.device)
+        if coarse is not None and not bool((coarse.codes[coarse.cells[indices[..., 0].cpu()]] == indices[..., 0].cpu()).all()):
+            raise ValueError("stage 0 holds codes outside the coarse alphabet")
         masks, known = self._schedule(h, w)
         enc = SymbolEncoder()
         prev = torch.zeros(self.prior.cfg.latent_dim, h, w, dtype=torch.int64, device=self.device)
@@ -51,7 +88,10 @@ class IndexCoder:
             for p in range(masks.shape[0]):
                 with timer(timings, "prior_s"):
                     freqs = self._tables(s, prev, cur, known[p], masks[p])
-                    symbols = indices[..., s][masks[p]].cpu().numpy()
+                    symbols = indices[..., s][masks[p]].cpu()
+                    if coarse is not None and s == 0:
+                        freqs, symbols = freqs @ coarse.merge, coarse.cells[symbols]
+                    symbols = symbols.numpy()
                 with timer(timings, "entropy_s"):
                     enc.encode(symbols, freqs)
                 if stats is not None:
@@ -60,7 +100,8 @@ class IndexCoder:
         with timer(timings, "entropy_s"):
             return enc.finish()
 
-    def decode(self, payload: bytes, h: int, w: int, q: int, timings: dict | None = None) -> torch.Tensor:
+    def decode(self, payload: bytes, h: int, w: int, q: int, timings: dict | None = None,
+               coarse: CoarseAlphabet | None = None) -> torch.Tensor:
         """payload -> indices (h, w, q) int64. Raises FormatError if the payload does not decode."""
         timings = {} if timings is None else timings
         masks, known = self._schedule(h, w)
@@ -75,12 +116,16 @@ class IndexCoder:
             for p in range(masks.shape[0]):
                 with timer(timings, "prior_s"):
                     freqs = self._tables(s, prev, self.prior.input_vectors(s, stage), known[p], masks[p])
+                    if coarse is not None and s == 0:
+                        freqs = freqs @ coarse.merge
                 with timer(timings, "entropy_s"):
                     try:
-                        symbols = dec.decode(freqs)
+                        symbols = torch.from_numpy(dec.decode(freqs))
                     except Exception:
                         raise FormatError("corrupt .vq payload (entropy decoding failed)") from None
-                stage[masks[p]] = torch.from_numpy(symbols).to(self.device)
+                if coarse is not None and s == 0:
+                    symbols = coarse.codes[symbols]
+                stage[masks[p]] = symbols.to(self.device)
             out[..., s] = stage
             prev = prev + self.prior.input_vectors(s, stage)
         return out

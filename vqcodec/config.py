@@ -11,9 +11,31 @@ class ModelConfig:
     channels: tuple[int, ...] = (64, 128, 192)  # encoder widths at 1/2, 1/4, 1/8 resolution
     latent_dim: int = 32                        # D: size of each latent / codebook vector
     codebook_size: int = 512                    # K: entries per residual stage
-    num_stages: int = 10                        # S: residual VQ stages; quality q uses the first q
+    num_stages: int = 10                        # S: residual VQ stages
     prior_hidden: int = 64                      # width of each stage's integer prior network
     prior_passes: int = 4                       # spatial decoding passes per stage (2x2 schedule)
+    coarse_sizes: tuple[int, ...] = ()          # extra lowest levels: stage 0 limited to its first n coarse codes
+
+    def __post_init__(self):
+        sizes = self.coarse_sizes
+        if any(not 2 <= n < self.codebook_size for n in sizes) or list(sizes) != sorted(set(sizes)):
+            raise ValueError(f"coarse_sizes must rise strictly, each from 2 to {self.codebook_size - 1}: {sizes}")
+
+    @property
+    def num_qualities(self) -> int:
+        return len(self.coarse_sizes) + self.num_stages
+
+    def quality_plan(self, quality: int) -> tuple[int, int | None]:
+        """Quality 1..num_qualities -> (residual stages coded, coarse alphabet size of stage 0 or None).
+
+        The lowest len(coarse_sizes) levels code stage 0 alone with a reduced alphabet; the others
+        code the first (quality - len(coarse_sizes)) stages in full.
+        """
+        if not 1 <= quality <= self.num_qualities:
+            raise ValueError(f"quality must be from 1 to {self.num_qualities}, not {quality}")
+        if quality <= len(self.coarse_sizes):
+            return 1, self.coarse_sizes[quality - 1]
+        return quality - len(self.coarse_sizes), None
 
     @property
     def downsampling(self) -> int:
@@ -29,6 +51,7 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
         d = dict(d)
-        if "channels" in d:
-            d["channels"] = tuple(int(c) for c in d["channels"])
+        for key in ("channels", "coarse_sizes"):
+            if key in d:
+                d[key] = tuple(int(c) for c in d[key])
         return cls(**d)

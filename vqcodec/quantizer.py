@@ -22,12 +22,16 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("embed_sum", self.codebook.clone())
         self.register_buffer("initialized", torch.tensor(False))
 
-    def nearest(self, z: torch.Tensor) -> torch.Tensor:
-        """z: (N, D) -> indices (N,) of the nearest codebook vectors (fp32 distances)."""
+    def nearest(self, z: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
+        """z: (N, D) -> indices (N,) of the nearest codebook vectors (fp32 distances).
+
+        allowed: (M,) codebook indices to choose from (a coarse level); None = the whole codebook.
+        """
         z = z.float()
-        cb = self.codebook.float()
+        cb = self.codebook.float() if allowed is None else self.codebook.float()[allowed]
         dist = (z.pow(2).sum(1, keepdim=True) - 2 * z @ cb.t() + cb.pow(2).sum(1)[None])
-        return dist.argmin(1)
+        nearest = dist.argmin(1)
+        return nearest if allowed is None else allowed[nearest]
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         return F.embedding(indices, self.codebook)
@@ -108,11 +112,14 @@ class ResidualVQ(nn.Module):
             residual = residual - vq.lookup(vq.nearest(residual))
         return restarted
 
-    def encode(self, z: torch.Tensor, num_stages: int) -> torch.Tensor:
-        """z: (N, D) -> indices (N, num_stages), no codebook update."""
+    def encode(self, z: torch.Tensor, num_stages: int, first_codes: torch.Tensor | None = None) -> torch.Tensor:
+        """z: (N, D) -> indices (N, num_stages), no codebook update.
+
+        first_codes: (M,) the only codes stage 0 may use (a coarse quality level); None = all.
+        """
         residual, out = z.float(), []
-        for vq in self.stages[:num_stages]:
-            idx = vq.nearest(residual)
+        for s, vq in enumerate(self.stages[:num_stages]):
+            idx = vq.nearest(residual, first_codes if s == 0 else None)
             residual = residual - vq.lookup(idx)
             out.append(idx)
         return torch.stack(out, 1)

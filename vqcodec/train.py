@@ -101,6 +101,34 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, steps: int, batch
     return model
 
 
+# --- coarse levels ---------------------------------------------------------------------------
+
+@torch.no_grad()
+def select_coarse_codes(model: VQAutoencoder, images, count: int, crops: int = 256, crop: int = 128,
+                        batch_size: int = 32, device: str = "cpu", seed: int = 3) -> torch.Tensor:
+    """Stage-0 codes in greedy order -> (count,) int64; coarse level n uses the first n.
+
+    Each next code is the one that most lowers the squared error of training latents (random crops)
+    quantised to the codes chosen so far (greedy k-medoids over the trained codebook).
+    """
+    sampler = CropSampler(images, crop, seed=seed)
+    model.eval()
+    latents = []
+    for _ in range(0, crops, batch_size):
+        z = model.encoder(sampler.batch(batch_size).to(device))              # (B, D, h, w)
+        latents.append(z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).float())
+    z = torch.cat(latents)                                                   # (N, D)
+    dist = torch.cdist(z, model.rvq.stages[0].codebook.float()).pow(2)       # (N, K)
+    order = [int(dist.sum(0).argmin())]
+    best = dist[:, order[0]].clone()                                         # (N,) error with the codes so far
+    for _ in tqdm(range(1, count), desc="coarse codes", unit="code", mininterval=10):
+        gain = (best[:, None] - dist).clamp_min(0).sum(0)                    # (K,)
+        gain[order] = -1
+        order.append(int(gain.argmax()))
+        best = torch.minimum(best, dist[:, order[-1]])
+    return torch.tensor(order, dtype=torch.int64)
+
+
 # --- the prior ------------------------------------------------------------------------------
 
 @torch.no_grad()

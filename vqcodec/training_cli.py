@@ -8,7 +8,10 @@ from pathlib import Path
 import torch
 
 from .config import ModelConfig
-from .train import collect_indices, load_images, train_autoencoder, train_prior
+from .train import collect_indices, load_images, select_coarse_codes, train_autoencoder, train_prior
+
+# coarse levels below one full stage (stage 0 limited to its first n greedy codes), where the codebook is larger
+DEFAULT_COARSE_SIZES = (32, 128)
 
 
 def pick_device(device: str) -> str:
@@ -38,7 +41,10 @@ def run_training(data_dir: Path, out: Path, name: str, steps: int, prior_steps: 
     overrides = json.loads(config_json) if config_json else {}
     if not isinstance(overrides, dict):
         raise ValueError("--config must be a JSON object")
-    cfg = ModelConfig.from_dict({**ModelConfig().to_dict(), **overrides, "name": name})
+    defaults = ModelConfig().to_dict()
+    k = overrides.get("codebook_size", defaults["codebook_size"])
+    defaults["coarse_sizes"] = [n for n in DEFAULT_COARSE_SIZES if isinstance(k, int) and n < k]
+    cfg = ModelConfig.from_dict({**defaults, **overrides, "name": name})
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     images = load_images(data_dir, crop)
@@ -52,7 +58,10 @@ def run_training(data_dir: Path, out: Path, name: str, steps: int, prior_steps: 
         torch.save(indices, indices_path)
     prior, int_prior, report = train_prior(ae, indices, out, float_steps=prior_steps,
                                            qat_steps=max(1, prior_steps // 3), device=device, log=echo)
-    weights = VQCodec.serialize(ae.cpu().eval(), int_prior)
+    coarse_codes = None
+    if cfg.coarse_sizes:
+        coarse_codes = select_coarse_codes(ae, images, max(cfg.coarse_sizes), crop=crop, device=device).cpu()
+    weights = VQCodec.serialize(ae.cpu().eval(), int_prior, coarse_codes)
     report.update(autoencoder_steps=steps, prior_steps=prior_steps, batch_size=batch_size, crop=crop, lr=lr,
                   device=device, images=len(images), last_invocation_wall_time_s=round(time.time() - t0),
                   autoencoder_wall_time_s=round(ae.train_seconds), weights_bytes=len(weights))
