@@ -1,9 +1,11 @@
 """Autoencoders of shipped models side by side on fixed training crops (not Kodak: this picks a model).
 
-    python benchmarks/compare_autoencoders.py vqf8-v1 vqf8-v2
+    python benchmarks/compare_autoencoders.py vqf8-v1 vqf8-v2 [--rd]
 
 PSNR (dB) of 48 fixed random 256x256 crops from every 15th training photo, after 1, 2, 3, 5 and all
 stages of the residual VQ and without quantization. Training data: this measures fit, not generalisation.
+With --rd, also each model's whole codec on the same crops: bpp of the real .vq files and mean PSNR at
+every quality, and the BD-rate of each model against the first.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+", help="shipped model names or model folders")
     ap.add_argument("--data", default="../shared/data/train")
+    ap.add_argument("--rd", action="store_true", help="also rate-distortion of the whole codec, and BD-rate")
     args = ap.parse_args()
 
     import torch
@@ -41,6 +44,35 @@ def main() -> None:
         row = {q: psnr(lambda x: ae.decode_indices(ae.encode_indices(x, q))) for q in stages}
         row["unquantized"] = psnr(lambda x: ae.decoder(ae.encoder(x)).clamp(0, 1))
         print(name, row, flush=True)
+    if args.rd:
+        compare_rate_distortion(args.models, crops)
+
+
+def compare_rate_distortion(models: list[str], crops) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from vqcodec.bench.bdrate import bd_rate
+    from vqcodec.codec import load_codec
+
+    arrays = (crops * 255).round().byte().permute(0, 2, 3, 1).numpy()       # (48, 256, 256, 3) uint8
+    images = [Image.fromarray(a) for a in arrays]
+    curves = {}
+    for name in models:
+        codec = load_codec(name)
+        bpp, db = [], []
+        for q in codec.qualities:
+            files = codec.compress_batch(images, q)
+            decoded = codec.decompress_batch(files)
+            bpp.append(float(np.mean([8 * len(f) / a.shape[0] / a.shape[1] for f, a in zip(files, arrays)])))
+            mse = [np.mean((np.asarray(d, np.float64) - a) ** 2) for d, a in zip(decoded, arrays)]
+            db.append(float(np.mean([10 * np.log10(255 ** 2 / m) for m in mse])))
+        curves[name] = (bpp, db)
+        print(name, "quality: (bpp, PSNR)", {q: (round(r, 4), round(d, 2)) for q, r, d in zip(codec.qualities, bpp, db)},
+              flush=True)
+    anchor = models[0]
+    for name in models[1:]:
+        print(f"BD-rate (PSNR) of {name} against {anchor}: {bd_rate(*curves[anchor], *curves[name]):+.1f} %")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 __version__ = "0.1.0"
-DEFAULT_QUALITY = 6
+DEFAULT_QUALITY = 7
 
 __all__ = ["compress", "decompress", "read_info", "DEFAULT_QUALITY", "__version__"]
 

@@ -26,7 +26,7 @@ from .prior import IntegerPrior, PriorNet
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-DEFAULT_MODEL = "vqf8-v2"
+DEFAULT_MODEL = "vqf8-v3"
 
 
 class ModelMismatchError(ValueError):
