@@ -177,7 +177,9 @@ def info(input, as_json):
 @click.option("--prior-crops", type=int, default=1600, show_default=True, help="Crops whose indices train the prior.")
 @click.option("--prior-crop", type=int, default=256, show_default=True, help="Size of those crops.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--config", "config_json", default=None, help="JSON object overriding model config fields.")
+@click.option("--config", "config_json", default=None,
+              help="JSON object overriding model config fields, e.g. '{\"num_stages\": 8}'. coarse_sizes "
+                   "defaults to [32, 128] (the coarse quality levels below one full stage; [] for none).")
 @library_errors
 def train(data_dir, out, name, steps, prior_steps, batch_size, crop, lr, prior_crops, prior_crop, device, config_json):
     """Train a model on a folder of images (autoencoder, then prior), and export it to OUT/NAME."""
