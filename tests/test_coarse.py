@@ -36,7 +36,9 @@ def test_cells_are_nearest_allowed_codes_in_integers():
     assert torch.equal(alphabet.cells[codes], torch.arange(4))   # an allowed code is its own cell
     dist = ((cb[:, None] - cb[codes][None]) ** 2).sum(2)         # (K, 4)
     assert torch.equal(dist.gather(1, alphabet.cells[:, None])[:, 0], dist.min(1).values)
-    assert np.array_equal(alphabet.merge.sum(1), np.ones(len(cb)))
+    freqs = np.random.default_rng(0).integers(1, 1 << 16, (7, len(cb))).astype(np.float64)
+    brute = np.stack([freqs[:, (alphabet.cells == j).numpy()].sum(1) for j in range(4)], 1)
+    assert np.array_equal(alphabet.merge(freqs), brute)
     with pytest.raises(ValueError, match="distinct"):
         CoarseAlphabet.build(cb, torch.tensor([1, 1, 2]))
 

@@ -35,7 +35,8 @@ class CoarseAlphabet:
     """
     codes: torch.Tensor   # (M,) int64: symbol j stands for stage-0 code codes[j]
     cells: torch.Tensor   # (K,) int64: the symbol of every code's nearest allowed code
-    merge: np.ndarray     # (K, M) float64 0/1: tables (N, K) @ merge -> (N, M), exact (integer sums < 2**53)
+    by_cell: np.ndarray   # (K,) the codes sorted by cell
+    starts: np.ndarray    # (M,) where each cell begins in by_cell (no cell is empty)
 
     @classmethod
     def build(cls, int_codebook: torch.Tensor, codes: torch.Tensor) -> "CoarseAlphabet":
@@ -50,9 +51,16 @@ class CoarseAlphabet:
             raise ValueError(f"coarse codes must be at least 2 distinct indices below {k}")
         cells = (cb[:, None, :] - cb[codes][None]).pow(2).sum(2).argmin(1)      # (K,)
         cells[codes] = torch.arange(len(codes))
-        merge = np.zeros((k, len(codes)), dtype=np.float64)
-        merge[np.arange(k), cells.numpy()] = 1.0
-        return cls(codes, cells, merge)
+        by_cell = np.argsort(cells.numpy(), kind="stable")
+        starts = np.searchsorted(cells.numpy()[by_cell], np.arange(len(codes)))
+        return cls(codes, cells, by_cell, starts)
+
+    def merge(self, freqs: np.ndarray) -> np.ndarray:
+        """(N, K) integer frequencies -> (N, M): each cell's sum, exact (integers below 2**53 in float64).
+
+        A plain reduction, not a BLAS product: BLAS threads would compete with torch's for the cores.
+        """
+        return np.add.reduceat(freqs[:, self.by_cell], self.starts, axis=1)
 
 
 class IndexCoder:
@@ -90,7 +98,7 @@ class IndexCoder:
                     freqs = self._tables(s, prev, cur, known[p], masks[p])
                     symbols = indices[..., s][masks[p]].cpu()
                     if coarse is not None and s == 0:
-                        freqs, symbols = freqs @ coarse.merge, coarse.cells[symbols]
+                        freqs, symbols = coarse.merge(freqs), coarse.cells[symbols]
                     symbols = symbols.numpy()
                 with timer(timings, "entropy_s"):
                     enc.encode(symbols, freqs)
@@ -117,7 +125,7 @@ class IndexCoder:
                 with timer(timings, "prior_s"):
                     freqs = self._tables(s, prev, self.prior.input_vectors(s, stage), known[p], masks[p])
                     if coarse is not None and s == 0:
-                        freqs = freqs @ coarse.merge
+                        freqs = coarse.merge(freqs)
                 with timer(timings, "entropy_s"):
                     try:
                         symbols = torch.from_numpy(dec.decode(freqs))
