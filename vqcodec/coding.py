@@ -86,8 +86,10 @@ class IndexCoder:
         timings = {} if timings is None else timings
         h, w, q = indices.shape
         indices = indices.to(self.device)
-        if coarse is not None and not bool((coarse.codes[coarse.cells[indices[..., 0].cpu()]] == indices[..., 0].cpu()).all()):
-            raise ValueError("stage 0 holds codes outside the coarse alphabet")
+        if coarse is not None:
+            stage0 = indices[..., 0].cpu()
+            if not bool((coarse.codes[coarse.cells[stage0]] == stage0).all()):
+                raise ValueError("stage 0 holds codes outside the coarse alphabet")
         masks, known = self._schedule(h, w)
         enc = SymbolEncoder()
         prev = torch.zeros(self.prior.cfg.latent_dim, h, w, dtype=torch.int64, device=self.device)
