@@ -30,6 +30,19 @@ def integer_prior(cfg: ModelConfig, seed: int = 0) -> IntegerPrior:
     return IntegerPrior(cfg, t)
 
 
+def compress_at_thread_counts(codec: VQCodec, image, quality: int, counts=(1, 2)) -> list[bytes]:
+    """The same compression under each torch thread count (restored afterwards)."""
+    before = torch.get_num_threads()
+    try:
+        files = []
+        for threads in counts:
+            torch.set_num_threads(threads)
+            files.append(codec.compress(image, quality))
+    finally:
+        torch.set_num_threads(before)
+    return files
+
+
 @pytest.fixture(scope="session")
 def tiny_codec() -> VQCodec:
     torch.set_num_threads(1)

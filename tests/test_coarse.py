@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, integer_prior
+from conftest import TINY, compress_at_thread_counts, integer_prior
 from vqcodec.codec import VQCodec
 from vqcodec.coding import CoarseAlphabet, IndexCoder
 from vqcodec.config import ModelConfig
@@ -85,14 +85,7 @@ def test_coarse_levels_use_only_their_codes_and_decode_what_was_encoded(coarse_c
 
 
 def test_coarse_files_are_the_same_bytes_whatever_the_thread_count(coarse_codec, photo_like):
-    threads = torch.get_num_threads()
-    try:
-        files = []
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            files.append(coarse_codec.compress(photo_like, 1))
-    finally:
-        torch.set_num_threads(threads)
+    files = compress_at_thread_counts(coarse_codec, photo_like, 1)
     assert files[0] == files[1]
 
 

@@ -9,7 +9,7 @@ from vqcodec.codec import ModelMismatchError, VQCodec
 from vqcodec.container import FormatError
 from vqcodec.images import ImageError
 
-from conftest import TINY
+from conftest import TINY, compress_at_thread_counts
 
 
 def test_every_quality_round_trips(tiny_codec, photo_like):
@@ -64,12 +64,9 @@ def test_transparency_is_refused_clearly(tiny_codec, photo_like):
 
 
 def test_same_bytes_whatever_the_thread_count(tiny_codec, photo_like):
+    out = compress_at_thread_counts(tiny_codec, photo_like, 3)
     before = torch.get_num_threads()
     try:
-        out = []
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            out.append(tiny_codec.compress(photo_like, 3))
         torch.set_num_threads(2)
         decoded_2 = np.asarray(tiny_codec.decompress(out[0]))
         torch.set_num_threads(1)
