@@ -31,7 +31,7 @@ def main() -> None:
     from tqdm import tqdm
 
     from vqcodec.codec import load_codec
-    from vqcodec.coding import CoarseAlphabet
+    from vqcodec.coding import CoarseAlphabet, stream_bytes
     from vqcodec.train import load_images, select_coarse_codes
 
     codec = load_codec(args.model)
@@ -51,7 +51,7 @@ def main() -> None:
         indices = stage0.reshape(len(crops), 32, 32, 1)
         with torch.no_grad():
             out = torch.cat([ae.decode_indices(indices[i:i + 8]) for i in range(0, len(crops), 8)])
-        bits = sum(8 * len(codec.coder.encode(grid, coarse=alphabet)) for grid in tqdm(indices, desc=f"n={n}"))
+        bits = sum(8 * stream_bytes(codec.coder.encode(grid, coarse=alphabet)) for grid in tqdm(indices, desc=f"n={n}"))
         row = {"codes": min(n, k), "psnr": round(float(-10 * torch.log10((out - crops).pow(2).mean())), 2),
                "bits_per_latent": round(bits / indices.numel(), 3),
                "bpp": round(bits / indices.numel() / codec.cfg.downsampling ** 2, 4)}

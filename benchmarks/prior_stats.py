@@ -30,6 +30,7 @@ def main() -> None:
     from tqdm import tqdm
 
     from vqcodec.codec import load_codec
+    from vqcodec.coding import stream_bytes
     from vqcodec.images import pad_to_multiple
 
     codec = load_codec(args.model)
@@ -52,7 +53,7 @@ def main() -> None:
             stats: dict = {}
             payload = codec.coder.encode(indices, stats=stats, coarse=coarse)
             totals[q]["ideal_bits"] += stats["ideal_bits"]
-            totals[q]["payload_bits"] += 8 * len(payload)
+            totals[q]["payload_bits"] += 8 * stream_bytes(payload)
             totals[q]["indices"] += indices.numel()
             totals[q]["alphabet"] = k if coarse is None else len(coarse.codes)
     rows = []

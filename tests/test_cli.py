@@ -81,7 +81,7 @@ def test_bad_inputs_give_one_line_errors(files, run, tmp_path):
         (("decompress", vq, tmp_path / "a.xyz", "--model", model), None),
         (("decompress", vq, tmp_path / "a.png"),
          "Error: unknown model tiny-test (shipped models: "),
-        (("compress", png, tmp_path / "a.vq", "--model", tmp_path / "nomodel"), "Error: unknown model "),
+        (("compress", png, tmp_path / "a.vq", "--model", tmp_path / "nomodel"), "Error: not a vqcodec model directory: "),
     ]
     for args, message in cases:
         result = run(*args)

@@ -15,8 +15,22 @@ from conftest import TINY, integer_prior
 def test_indices_round_trip_exactly(h, w, q):
     coder = IndexCoder(integer_prior(TINY))
     indices = torch.from_numpy(np.random.default_rng(h * w * q).integers(0, 16, (h, w, q)))
-    payload = coder.encode(indices)
-    assert torch.equal(coder.decode(payload, h, w, q), indices)
+    streams = coder.encode(indices)
+    assert len(streams) == q and all(len(stage) == 1 for stage in streams)
+    assert torch.equal(coder.decode(streams, h, w).long(), indices)
+
+
+def test_tiles_are_coded_on_their_own_and_round_trip():
+    coder = IndexCoder(integer_prior(TINY))
+    indices = torch.from_numpy(np.random.default_rng(4).integers(0, 16, (13, 10, 2)))
+    tiles = [(y, x, min(y + 4, 13), min(x + 4, 10)) for y in range(0, 13, 4) for x in range(0, 10, 4)]
+    streams = coder.encode(indices, tiles)
+    assert [len(stage) for stage in streams] == [len(tiles)] * 2
+    assert torch.equal(coder.decode(streams, 13, 10, tiles).long(), indices)
+    # a tile's stream is what coding that tile alone gives: its context stops at the tile's edges
+    y0, x0, y1, x1 = tiles[5]
+    alone = coder.encode(indices[y0:y1, x0:x1])
+    assert [stage[5] for stage in streams] == [stage[0] for stage in alone]
 
 
 def test_prior_tables_identical_across_thread_counts():
@@ -60,25 +74,28 @@ def test_golden_payload_bytes():
     (and bump FORMAT_VERSION): print(payload.hex())."""
     coder = IndexCoder(integer_prior(TINY, seed=7))
     indices = torch.from_numpy(np.random.default_rng(11).integers(0, 16, (6, 5, 3)))
-    payload = coder.encode(indices)
-    assert payload.hex() == GOLDEN_PAYLOAD_HEX
-    assert torch.equal(coder.decode(bytes.fromhex(GOLDEN_PAYLOAD_HEX), 6, 5, 3), indices)
+    streams = coder.encode(indices)
+    assert [s[0].hex() for s in streams] == GOLDEN_STREAMS_HEX
+    golden = [[bytes.fromhex(h)] for h in GOLDEN_STREAMS_HEX]
+    assert torch.equal(coder.decode(golden, 6, 5).long(), indices)
 
 
-GOLDEN_PAYLOAD_HEX = "4ff4a6290a2131eccd8c9c4699a3b3dbe93af121a89c3fe805bfe90898c2f17f53e7bb1df8a705da87e44d65c581c9305e9205b40468f436"
+GOLDEN_STREAMS_HEX = [
+    "4ff4a6290a2131eccd8c9c4699a3b3db76020522",
+    "dd9df92234b7a00b108d87e28324a022f10ad233",
+    "e22453dec310a01e649f9354a8b62a5030922321779020bc0020c16d",
+]
 
 
-def test_truncated_or_garbage_payload_is_an_error_not_a_hang():
+def test_truncated_missing_or_garbage_streams_are_refused():
+    """Regression (issue 9, item 2): the decoder checks that each stream ends where its encoder ended."""
     coder = IndexCoder(integer_prior(TINY))
     indices = torch.from_numpy(np.random.default_rng(0).integers(0, 16, (8, 8, 3)))
-    payload = coder.encode(indices)
-    for bad in (payload[:4], b"", b"\x00" * 3, b"\xff" * 8):
-        try:
-            out = coder.decode(bad, 8, 8, 3)
-        except FormatError as e:
-            assert "corrupt .vq payload" in str(e)
-        else:  # a range coder may read garbage as some indices: they must still be valid ones
-            assert out.shape == (8, 8, 3) and int(out.min()) >= 0 and int(out.max()) < 16
+    streams = coder.encode(indices)
+    for bad in (streams[1][0][:-4], b"", b"\x00" * 4, b"\xff" * 8, streams[1][0] + bytes(8), streams[0][0]):
+        broken = [streams[0], [bad], streams[2]]
+        with pytest.raises(FormatError, match="corrupt .vq payload"):
+            coder.decode(broken, 8, 8)
 
 
 def test_entropy_coder_round_trip_and_overhead():
@@ -91,10 +108,29 @@ def test_entropy_coder_round_trip_and_overhead():
     data = enc.finish()
     dec = SymbolDecoder(data)
     out = np.concatenate([dec.decode(freqs[:1000]), dec.decode(freqs[1000:])])
+    dec.finish()
     assert np.array_equal(out, symbols)
     p = freqs / freqs.sum(1, keepdims=True)
     ideal = -np.log2(p[np.arange(3000), symbols]).sum()
-    assert 8 * len(data) < ideal * 1.005 + 64
+    assert 8 * len(data) < ideal * 1.005 + 64 + 16
+
+
+def test_probability_cap_bounds_the_indices_per_word():
+    """The most confident table still costs MIN_BITS_PER_INDEX per index: min_stream_words holds."""
+    from vqcodec.container import min_stream_words
+    from vqcodec.entropy import cap_probabilities
+
+    freqs = np.ones((20000, 512))
+    freqs[:, 3] = 1e12
+    capped = cap_probabilities(freqs)
+    assert capped[0, 3] == 511 * 31 and np.array_equal(capped[:, 4:], freqs[:, 4:])
+    enc = SymbolEncoder()
+    enc.encode(np.full(20000, 3), freqs)
+    data = enc.finish()
+    assert len(data) // 4 >= min_stream_words(20000)
+    dec = SymbolDecoder(data)
+    assert (dec.decode(freqs) == 3).all()
+    dec.finish()
 
 
 def test_table_memory_order_does_not_change_the_bytes():

@@ -1,73 +1,140 @@
-"""The .vq container: round trip, golden bytes, and every kind of bad file."""
+"""The .vq container (format version 2): round trip, golden bytes, and every kind of bad file."""
 import struct
 import zlib
 
 import pytest
 
-from vqcodec.container import FORMAT_VERSION, FormatError, Header, pack, unpack
+from vqcodec.container import (FORMAT_VERSION, FormatError, Header, TruncatedError, min_stream_words, pack,
+                               sections, unpack)
 
-HEADER = Header("vqf8-v1", bytes(range(8)), width=768, height=512, mode="RGB", quality=4)
-PAYLOAD = bytes(range(12))
-GOLDEN_FILE_HEX = "5651494d010007767166382d76310001020304050607"  # magic, version, flags, name length, name, hash
+HEADER = Header("vqf8-v3", bytes(range(8)), width=20, height=12, mode="RGB", quality=4, stages=2,
+                downsampling=8, tile=8)
+# 20 x 12 pixels -> a 2 x 3 grid of positions, one tile; two stages of one stream each
+STREAMS = [[bytes(range(4))], [bytes(range(4, 12))]]
+META, ALPHA = b"\x01\x03\x00\x00\x00abc", b"\x00alpha"
 
 
-def test_round_trip():
-    header, payload = unpack(pack(HEADER, PAYLOAD))
-    assert header == HEADER and payload == PAYLOAD
+def build(header=HEADER, meta=b"", alpha=b"", streams=STREAMS):
+    return pack(header, meta, alpha, streams)
+
+
+def test_round_trip_with_every_section():
+    data = build(meta=META, alpha=ALPHA)
+    h = unpack(data)
+    assert (h.width, h.height, h.mode, h.quality, h.stages, h.downsampling, h.tile, h.depth) == (20, 12, "RGB", 4, 2, 8, 8, 8)
+    assert h.stream_words == ((1,), (2,)) and h.complete_stages == 2
+    parts = sections(data, h, 2)
+    assert (parts.metadata, parts.alpha, parts.streams) == (META, ALPHA, STREAMS)
 
 
 def test_golden_bytes():
-    """Pins the header layout of format version 1 (docs/format.md). Change only with a version bump."""
-    data = pack(HEADER, PAYLOAD)
-    name = b"vqf8-v1"
-    fixed = struct.pack("<IIBBII", 768, 512, 0, 4, 12, zlib.crc32(PAYLOAD))
-    head = b"VQIM" + bytes([1, 0, 7]) + name + bytes(range(8)) + fixed
-    assert data == head + struct.pack("<I", zlib.crc32(head)) + PAYLOAD
-    assert data[:22].hex() == GOLDEN_FILE_HEX
-    assert len(data) - len(PAYLOAD) == 44  # header size for a 7-character model name
+    """Pins the header layout of format version 2 (docs/format.md). Change only with a version bump."""
+    data = build()
+    fixed = struct.pack("<IIBBBBBH", 20, 12, 0, 8, 4, 2, 3, 8)
+    head = b"VQIM" + bytes([2, 0, 7]) + b"vqf8-v3" + bytes(range(8)) + fixed
+    head += bytes([1, 2]) + struct.pack("<II", zlib.crc32(STREAMS[0][0]), zlib.crc32(STREAMS[1][0]))
+    assert data == head + struct.pack("<I", zlib.crc32(head)) + bytes(range(12))
+    assert data.hex() == GOLDEN_HEX
 
 
-@pytest.mark.parametrize("cut", range(0, 56))
-def test_every_truncation_is_refused(cut):
-    data = pack(HEADER, PAYLOAD)
-    with pytest.raises(FormatError, match="truncated|not a .vq file|corrupt"):
-        unpack(data[:cut])
+GOLDEN_HEX = (
+    "5651494d020007767166382d76330001020304050607140000000c0000000008040203080001021386b98b5be371708c"
+    "69cb25000102030405060708090a0b"
+)
+
+
+@pytest.mark.parametrize("cut", range(0, 60))
+def test_every_truncation_is_refused_or_marks_the_whole_stages(cut):
+    data = build()
+    try:
+        h = unpack(data[:cut])
+    except FormatError as e:
+        assert isinstance(e, TruncatedError) or "not a .vq file" in str(e)
+        return
+    # a cut inside the streams: the header is whole, the stages before the cut are usable, no others
+    assert h.complete_stages == (2 if cut == len(data) else 1 if cut >= len(data) - 8 else 0)
+    with pytest.raises(TruncatedError, match="truncated .vq file"):
+        sections(data[:cut], h, 2)
+
+
+def test_a_file_cut_at_a_stage_boundary_keeps_its_first_stages():
+    data = build()
+    h = unpack(data[:-8])
+    assert h.complete_stages == 1
+    assert sections(data[:-8], h, 1).streams == STREAMS[:1]
 
 
 def test_every_single_bit_flip_is_refused():
-    data = pack(HEADER, PAYLOAD)
+    data = build(meta=META, alpha=ALPHA)
     for byte in range(len(data)):
         for bit in range(8):
             bad = bytearray(data)
             bad[byte] ^= 1 << bit
             with pytest.raises(FormatError):
-                unpack(bytes(bad))
+                h = unpack(bytes(bad))
+                sections(bytes(bad), h, h.stages)
 
 
 @pytest.mark.parametrize("data,message", [
     (b"\x89PNG\r\n\x1a\n" + bytes(40), "not a .vq file"),
     (b"", "not a .vq file"),
     (b"VQIM", "truncated"),
-    (b"VQIM" + bytes([FORMAT_VERSION + 1, 0, 7]) + bytes(60), "unsupported .vq format version 2"),
-    (pack(HEADER, PAYLOAD) + b"x", "unexpected bytes after the payload"),
+    (b"VQIM" + bytes([FORMAT_VERSION + 1, 0, 7]) + bytes(60), "unsupported .vq format version 3"),
+    (b"VQIM" + bytes([1, 0, 7]) + bytes(60), "format version 1, which vqcodec 0.1.x reads"),
+    (b"VQIM" + bytes([2, 4, 7]) + bytes(60), "unsupported .vq flags"),
 ])
-def test_foreign_and_future_files(data, message):
+def test_foreign_old_and_future_files(data, message):
     with pytest.raises(FormatError, match=message):
         unpack(data)
 
 
+def test_bytes_after_the_last_stage_are_refused():
+    with pytest.raises(FormatError, match="unexpected bytes after the last stage"):
+        unpack(build() + b"xxxx")
+
+
 def test_header_fields_are_validated_before_use():
-    for bad in (Header("vqf8-v1", bytes(8), 0, 5, "RGB", 1), Header("vqf8-v1", bytes(8), 5, 70000, "RGB", 1),
-                Header("vqf8-v1", bytes(8), 5, 5, "CMYK", 1), Header("bad name", bytes(8), 5, 5, "RGB", 1),
-                Header("vqf8-v1", bytes(8), 5, 5, "RGB", 0)):
+    ok = dict(model_name="vqf8-v3", model_hash=bytes(8), width=5, height=5, mode="RGB", quality=1, stages=1,
+              downsampling=8, tile=8)
+    for change in ({"width": 0}, {"height": 70000}, {"mode": "CMYK"}, {"model_name": "bad name"},
+                   {"model_name": "vqf8-v3\n"}, {"model_name": ".."}, {"model_name": "."}, {"quality": 0},
+                   {"stages": 0}, {"downsampling": 3}, {"tile": 4}, {"depth": 12}):
         with pytest.raises(FormatError):
-            pack(bad, b"")
+            pack(Header(**{**ok, **change}), b"", b"", [[bytes(4)]])
 
 
-def test_huge_dimensions_with_valid_checksums_are_refused():
-    """A crafted header (checksums right) must not make the reader allocate 65536 x 65536 pixels."""
-    name = b"vqf8-v1"
-    fixed = struct.pack("<IIBBII", 65536, 65536, 0, 1, 0, zlib.crc32(b""))
-    head = b"VQIM" + bytes([1, 0, 7]) + name + bytes(8) + fixed
-    with pytest.raises(FormatError, match="too large"):
-        unpack(head + struct.pack("<I", zlib.crc32(head)))
+def test_a_model_name_ending_in_a_newline_is_refused():
+    """Regression (issue 9, item 3): the old pattern ended in `$`, which let a trailing newline through."""
+    good = build()
+    bad = bytearray(good)
+    bad[7:14] = b"vqf8-v\n"
+    with pytest.raises(FormatError, match="model name"):
+        unpack(bytes(bad))
+
+
+def _recrc(data: bytearray, header_len: int) -> bytes:
+    data[header_len - 4:header_len] = struct.pack("<I", zlib.crc32(bytes(data[:header_len - 4])))
+    return bytes(data)
+
+
+def test_the_44_byte_bomb_is_refused_at_once():
+    """Regression (issue 9, item 1): a valid header claiming 16384 x 16384 with no payload."""
+    head = (b"VQIM" + bytes([2, 0, 7]) + b"vqf8-v3" + bytes(8)
+            + struct.pack("<IIBBBBBH", 16384, 16384, 0, 8, 3, 1, 3, 128))
+    data = head + struct.pack("<I", zlib.crc32(head))
+    with pytest.raises(TruncatedError, match="header incomplete"):
+        unpack(data)
+
+
+def test_a_stream_too_short_for_its_tile_is_refused_before_decoding():
+    """Every coded index costs at least MIN_BITS_PER_INDEX bits, so a big tile needs a long stream."""
+    header = Header("vqf8-v3", bytes(8), width=1024, height=1024, mode="RGB", quality=3, stages=1,
+                    downsampling=8, tile=128)
+    need = min_stream_words(128 * 128)
+    assert need > 1
+    ok = pack(header, b"", b"", [[bytes(4 * need)]])
+    assert unpack(ok).stream_words == ((need,),)
+    with pytest.raises(ValueError):
+        pack(header, b"", b"", [[b""]])
+    with pytest.raises(FormatError, match="cannot hold"):
+        unpack(pack(header, b"", b"", [[bytes(4 * (need - 1))]]))

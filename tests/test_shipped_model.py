@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from vqcodec.codec import DEFAULT_MODEL, load_codec, models_dir
+from vqcodec.container import sections
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT / "benchmarks" / "kodak" / "kodim23.png"
@@ -51,16 +52,17 @@ def test_rate_and_quality_at_every_level(codec, photo):
 def test_same_pixels_twice_and_same_indices_across_thread_counts(codec, photo, quality):
     data = codec.compress(photo, quality)
     assert np.array_equal(np.asarray(codec.decompress(data)), np.asarray(codec.decompress(data)))
-    header, payload = codec.read_header(data)
-    h, w = -(-header.height // 8), -(-header.width // 8)
+    header = codec.read_header(data)
+    h, w = header.grid
     stages, coarse = codec.quality_plan(quality)
+    payload = sections(data, header, stages).streams
     before = torch.get_num_threads()
     try:
         decoded, files = [], []
         for threads in (1, 2):
             torch.set_num_threads(threads)
             files.append(codec.compress(photo, quality))
-            decoded.append(codec.coder.decode(payload, h, w, stages, coarse=coarse))
+            decoded.append(codec.coder.decode(payload, h, w, header.tiles, coarse=coarse))
     finally:
         torch.set_num_threads(before)
     assert files[0] == files[1] == data
@@ -83,21 +85,32 @@ def test_installed_command_works_from_any_folder(tmp_path):
     assert r.returncode == 1 and r.stderr.strip() == "Error: not a .vq file (bad magic bytes)"
 
 
-@pytest.mark.parametrize("model, index_sha256, expected_psnr", [
-    ("vqf8-v1", "c4dfc0e33f45a688dbd825054a0aa346dcae9c41935907c7dadcf1b2dda79b26", 36.07),
-    ("vqf8-v2", "6c7f1147ed09b5202be8bfe9763c575b823eaebf255b56b4f163bae80a5aa552", 36.65),
-])
-def test_a_file_made_with_an_earlier_shipped_model_still_decodes(model, index_sha256, expected_psnr):
-    """Earlier models stay shipped so that their files decode: exact indices, same picture."""
+def test_a_golden_file_of_the_default_model_decodes_to_its_exact_indices():
+    """A committed format-2 file (kodim23 crop, quality 3): exact indices, same picture. Regenerate on purpose only."""
     import hashlib
 
     import vqcodec
 
-    data = (ROOT / "tests" / "golden" / f"{model}_kodim23_crop_q3.vq").read_bytes()
-    assert vqcodec.read_info(data).model_name == model
-    codec = load_codec(model)
-    _, payload = codec.read_header(data)
-    indices = codec.coder.decode(payload, 8, 12, 3).numpy().astype("<i8")
-    assert hashlib.sha256(indices.tobytes()).hexdigest() == index_sha256
+    data = (ROOT / "tests" / "golden" / GOLDEN_FILE).read_bytes()
+    header = vqcodec.read_info(data)
+    assert header.model_name == DEFAULT_MODEL
+    codec = load_codec(header.model_name)
+    streams = sections(data, codec.read_header(data), header.stages).streams
+    indices = codec.coder.decode(streams, *header.grid, header.tiles).numpy().astype("<i8")
+    assert hashlib.sha256(indices.tobytes()).hexdigest() == GOLDEN_INDEX_SHA256
     original = Image.open(PHOTO).convert("RGB").crop((256, 128, 352, 192))
-    assert psnr(original, vqcodec.decompress(data)) == pytest.approx(expected_psnr, abs=0.1)
+    assert psnr(original, vqcodec.decompress(data)) == pytest.approx(GOLDEN_PSNR, abs=0.1)
+
+
+GOLDEN_FILE = "vqf8-v3_kodim23_crop_q3.vq"
+GOLDEN_INDEX_SHA256 = "811d06dbc95359fda162999a218518ad6cf803eec1303b785c8e2fe366a92182"
+GOLDEN_PSNR = 29.45
+
+
+def test_a_format_1_file_gets_a_clear_error():
+    """Files of vqcodec 0.1 (format 1: vqf8-v1, v2 and v3) name the version that reads them."""
+    import vqcodec
+
+    data = (ROOT / "tests" / "golden" / "vqf8-v2_kodim23_crop_q3_format1.vq").read_bytes()
+    with pytest.raises(ValueError, match=r"format version 1, which vqcodec 0\.1\.x reads"):
+        vqcodec.decompress(data)

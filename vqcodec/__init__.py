@@ -10,30 +10,37 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 DEFAULT_QUALITY = 7
+DEFAULT_MAX_PIXELS = 1 << 27   # decoding and reading refuse larger images unless max_pixels says otherwise
 
-__all__ = ["compress", "decompress", "read_info", "DEFAULT_QUALITY", "__version__"]
+__all__ = ["compress", "decompress", "read_info", "DEFAULT_QUALITY", "DEFAULT_MAX_PIXELS", "__version__"]
 
 
-def compress(image, quality: int = DEFAULT_QUALITY, model: str | Path | None = None, device: str = "cpu") -> bytes:
-    """Compress a PIL image (or an image file's path) into the bytes of a .vq file.
+def compress(image, quality: int = DEFAULT_QUALITY, model: str | Path | None = None, device: str = "cpu",
+             metadata: str = "all", alpha: str = "keep", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> bytes:
+    """Compress a PIL image (or an image file's path or bytes) into the bytes of a .vq file.
 
     quality runs from 1 (smallest file) to the model's number of levels; anything else is a ValueError.
+    metadata: all | none | icc | exif | xmp (what is kept); alpha: keep | drop (drop says so in a note).
     """
     from .codec import load_codec
-    return load_codec(model, device).compress(image, quality)
+    return load_codec(model, device).compress(image, quality, metadata=metadata, alpha=alpha, max_pixels=max_pixels)
 
 
-def decompress(data: bytes, model: str | Path | None = None, device: str = "cpu"):
-    """Decode the bytes of a .vq file into a PIL image. model None = the shipped model the file names."""
-    from .codec import load_codec
-    if model is None:
-        model = read_info(data).model_name
-    return load_codec(model, device).decompress(data)
+def decompress(data: bytes, model: str | Path | None = None, device: str = "cpu", quality: int | None = None,
+               max_pixels: int | None = DEFAULT_MAX_PIXELS):
+    """Decode the bytes of a .vq file into a PIL image. model None = the shipped model the file names.
+
+    quality: a lower quality decoded from the same file (its first residual stages), faster; a file cut
+    off at a stage boundary decodes at any quality its whole stages hold. Images over max_pixels are refused.
+    """
+    from .codec import load_codec, load_codec_for_file
+    codec = load_codec_for_file(read_info(data), device) if model is None else load_codec(model, device)
+    return codec.decompress(data, quality=quality, max_pixels=max_pixels)
 
 
 def read_info(data: bytes):
-    """The validated header of a .vq file (no model needed)."""
+    """The validated header of a .vq file (no model, no torch needed)."""
     from .container import unpack
-    return unpack(data)[0]
+    return unpack(data)

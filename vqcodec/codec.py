@@ -1,8 +1,10 @@
 """The codec: VQ-VAE indices, coded with the integer prior into a .vq container.
 
-compress:   image -> pad -> encoder + residual VQ -> indices (h, w, q)
-            -> for each stage, for each pass: integer prior tables -> range coder -> payload -> .vq
-decompress: .vq -> header checks -> same prior evaluations, decoding each pass -> indices -> decoder -> crop
+compress:   image -> prepare (orientation, alpha, metadata, 8-bit RGB or L) -> pad -> encoder + residual VQ,
+            tile by tile -> indices (h, w, q) -> for each tile, stage and pass: integer prior tables -> range
+            coder -> one stream per (stage, tile) -> .vq
+decompress: .vq -> header checks (work bounded by the file's length) -> the same prior evaluations, decoding
+            each stream and checking it ends where it should -> indices -> decoder, tile by tile -> crop
 """
 from __future__ import annotations
 
@@ -19,9 +21,10 @@ from safetensors.torch import save as save_safetensors
 from . import container
 from .autoencoder import VQAutoencoder
 from .config import ModelConfig
-from .container import FormatError, Header
+from .container import FormatError, Header, TruncatedError
 from .coding import CoarseAlphabet, IndexCoder, timer
-from .images import from_rgb_array, open_image, pad_to_multiple, to_codec_mode, to_rgb_array
+from .images import (DEFAULT_MAX_PIXELS, check_pixels, finish, from_rgb_array, pack_alpha, pack_metadata,
+                     pad_to_multiple, prepare, to_rgb_array, unpack_alpha, unpack_metadata)
 from .prior import IntegerPrior, PriorNet
 
 WEIGHTS_FILE = "model.safetensors"
@@ -130,74 +133,180 @@ class VQCodec:
         return stages, None if coarse_size is None else self.coarse[coarse_size]
 
     # --- images <-> .vq bytes ------------------------------------------------------------------
-    def compress(self, image, quality: int, notes: list[str] | None = None) -> bytes:
-        """A PIL image or path -> the bytes of a .vq file."""
-        return self.compress_batch([image], quality, notes)[0]
+    def compress(self, image, quality: int, notes: list[str] | None = None, metadata: str = "all",
+                 alpha: str = "keep", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> bytes:
+        """A PIL image, a path or an image file's bytes -> the bytes of a .vq file.
 
-    def decompress(self, data: bytes) -> Image.Image:
-        """The bytes of a .vq file -> a PIL image."""
-        return self.decompress_batch([data])[0]
+        metadata: all | none | icc | exif | xmp (what is kept); alpha: keep | drop. notes, if given,
+        receives what was converted on the way (mode, orientation, depth, frames, alpha)."""
+        return self.compress_batch([image], quality, notes, metadata, alpha, max_pixels)[0]
 
-    def compress_batch(self, images, quality: int, notes: list[str] | None = None) -> list[bytes]:
-        """Several images; those of the same padded size share one network pass (worth it on a GPU).
+    def decompress(self, data: bytes, quality: int | None = None,
+                   max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+        """The bytes of a .vq file -> a PIL image (RGB, L, RGBA or LA; ICC / EXIF / XMP in .info).
 
-        last_timings then holds the split of the whole batch.
-        """
+        quality: decode a lower quality from the same file (its first stages), or None for the file's own."""
+        return self.decompress_batch([data], quality, max_pixels)[0]
+
+    def compress_batch(self, images, quality: int, notes: list[str] | None = None, metadata: str = "all",
+                       alpha: str = "keep", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[bytes]:
+        """Several images. Those of one tile and the same padded size share one network pass (worth it
+        on a GPU); larger images are coded tile by tile. last_timings then holds the split of the batch."""
         quality = self.check_quality(quality)
         stages, coarse = self.quality_plan(quality)
         first_codes = None if coarse is None else coarse.codes.to(self.device)
         timings: dict[str, float] = {}
-        headers, arrays = [], []
+        prepared, headers, arrays = [], [], []
         for image in images:
-            im, mode, conversion_notes = to_codec_mode(open_image(image))
+            prep = prepare(image, metadata, alpha, max_pixels)
             if notes is not None:
-                notes.extend(conversion_notes)
-            header = Header(self.model_name, self.model_hash, im.width, im.height, mode, quality)
+                notes.extend(prep.notes)
+            header = Header(self.model_name, self.model_hash, prep.image.width, prep.image.height, prep.mode,
+                            quality, stages, self.cfg.downsampling, TILE, prep.depth)
             header.validate()
+            prepared.append(prep)
             headers.append(header)
-            arrays.append(pad_to_multiple(to_rgb_array(im), self.cfg.downsampling))
+            arrays.append(pad_to_multiple(to_rgb_array(prep.image), self.cfg.downsampling))
         indices: list[torch.Tensor] = [None] * len(arrays)  # type: ignore[list-item]
         with timer(timings, "network_s"):
-            for members in _same_shape_groups([a.shape for a in arrays]):
-                x = torch.from_numpy(np.stack([arrays[i] for i in members])).to(self.device)
-                x = x.permute(0, 3, 1, 2).float() / 255                          # (B, 3, H, W)
+            single = [i for i, h in enumerate(headers) if h.num_tiles == 1]
+            for members in _same_shape_groups([arrays[i].shape for i in single]):
+                members = [single[m] for m in members]
+                x = _to_input(np.stack([arrays[i] for i in members]), self.device)    # (B, 3, H, W)
                 batch_indices = self.autoencoder.encode_indices(x, stages, first_codes)  # (B, h, w, stages)
                 for j, i in enumerate(members):
-                    indices[i] = batch_indices[j]
-        files = [container.pack(h, self.coder.encode(idx, timings, coarse=coarse)) for h, idx in zip(headers, indices)]
+                    indices[i] = batch_indices[j].cpu()
+            for i, h in enumerate(headers):
+                if indices[i] is None:
+                    indices[i] = self._encode_tiled(arrays[i], h, stages, first_codes)
+        files = []
+        for prep, h, idx in zip(prepared, headers, indices):
+            streams = self.coder.encode(idx, h.tiles, timings, coarse=coarse)
+            meta = pack_metadata(prep.metadata)
+            alpha_bytes = b"" if prep.alpha is None else pack_alpha(prep.alpha)
+            files.append(container.pack(h, meta, alpha_bytes, streams))
         self.last_timings = timings
         return files
 
-    def decompress_batch(self, datas) -> list[Image.Image]:
-        """Several .vq files; index grids of the same shape share one decoder pass."""
-        timings: dict[str, float] = {}
+    def _encode_tiled(self, arr: np.ndarray, header: Header, stages: int, first_codes) -> torch.Tensor:
+        """(H, W, 3) padded uint8 -> indices (h, w, stages) on the CPU, one tile (with a margin) at a time."""
+        h, w = header.grid
         f = self.cfg.downsampling
-        headers, indices = [], []
+        out = torch.zeros(h, w, stages, dtype=torch.int16)
+        for y0, x0, y1, x1 in header.tiles:
+            (a0, b0, a1, b1), (cy, cx) = _with_margin(y0, x0, y1, x1, h, w)
+            x = _to_input(arr[None, a0 * f:a1 * f, b0 * f:b1 * f], self.device)
+            idx = self.autoencoder.encode_indices(x, stages, first_codes)[0]             # (a1-a0, b1-b0, S)
+            out[y0:y1, x0:x1] = idx[cy:cy + y1 - y0, cx:cx + x1 - x0].cpu().to(torch.int16)
+        return out
+
+    def decompress_batch(self, datas, quality: int | None = None,
+                         max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[Image.Image]:
+        """Several .vq files; index grids of one tile and the same shape share one decoder pass."""
+        timings: dict[str, float] = {}
+        headers, indices, extras = [], [], []
         for data in datas:
-            header, payload = self.read_header(data)
-            h, w = -(-header.height // f), -(-header.width // f)
+            header = self.read_header(data)
+            check_pixels(header.width, header.height, max_pixels, "the image in this .vq file")
+            stages, coarse = self.decode_plan(header, quality)
+            parts = container.sections(data, header, stages)
+            try:
+                meta = unpack_metadata(parts.metadata)
+                alpha = None if not parts.alpha else unpack_alpha(parts.alpha, header.width, header.height)
+            except ValueError as e:
+                raise FormatError(f"corrupt .vq file ({e})") from None
+            h, w = header.grid
             headers.append(header)
-            stages, coarse = self.quality_plan(header.quality)
-            indices.append(self.coder.decode(payload, h, w, stages, timings, coarse=coarse))
+            extras.append((alpha, meta))
+            indices.append(self.coder.decode(parts.streams, h, w, header.tiles, timings, coarse=coarse))
         images: list[Image.Image] = [None] * len(headers)  # type: ignore[list-item]
         with timer(timings, "network_s"):
-            for members in _same_shape_groups([tuple(i.shape) for i in indices]):
-                x = self.autoencoder.decode_indices(torch.stack([indices[i] for i in members]))
-                arr = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, 3)
+            single = [i for i, h in enumerate(headers) if h.num_tiles == 1]
+            for members in _same_shape_groups([tuple(indices[i].shape) for i in single]):
+                members = [single[m] for m in members]
+                x = self.autoencoder.decode_indices(torch.stack([indices[i] for i in members]).to(self.device).long())
+                arr = _to_pixels(x)                                                      # (B, H, W, 3)
                 for j, i in enumerate(members):
                     images[i] = from_rgb_array(arr[j], headers[i].width, headers[i].height, headers[i].mode)
+            for i, h in enumerate(headers):
+                if images[i] is None:
+                    images[i] = self._decode_tiled(indices[i], h)
         self.last_timings = timings
-        return images
+        return [finish(im, alpha, meta) for im, (alpha, meta) in zip(images, extras)]
 
-    def read_header(self, data: bytes) -> tuple[Header, bytes]:
-        header, payload = container.unpack(data)
+    def _decode_tiled(self, indices: torch.Tensor, header: Header) -> Image.Image:
+        """indices (h, w, q) -> the image, one tile (with a margin the decoder's field of view needs) at a time."""
+        h, w = header.grid
+        f = self.cfg.downsampling
+        out = np.zeros((header.height, header.width, 3), dtype=np.uint8)
+        for y0, x0, y1, x1 in header.tiles:
+            (a0, b0, a1, b1), (cy, cx) = _with_margin(y0, x0, y1, x1, h, w)
+            x = self.autoencoder.decode_indices(indices[None, a0:a1, b0:b1].to(self.device).long())
+            tile = _to_pixels(x)[0][cy * f:(cy + y1 - y0) * f, cx * f:(cx + x1 - x0) * f]   # (th*f, tw*f, 3)
+            py, px = y0 * f, x0 * f
+            out[py:py + tile.shape[0], px:px + tile.shape[1]] = tile[:header.height - py, :header.width - px]
+        return from_rgb_array(out, header.width, header.height, header.mode)
+
+    def read_header(self, data: bytes) -> Header:
+        """The file's checked header; ModelMismatchError if this model did not make it."""
+        header = container.unpack(data)
         if header.model_name != self.model_name or header.model_hash != self.model_hash:
             raise ModelMismatchError(
                 f"this file was made with model {header.model_name} (weights {header.model_hash.hex()}); "
                 f"the loaded model is {self.model_name} (weights {self.model_hash.hex()})")
         if header.quality > self.cfg.num_qualities:
             raise FormatError(f"corrupt .vq header (quality {header.quality} > {self.cfg.num_qualities})")
-        return header, payload
+        if header.downsampling != self.cfg.downsampling or header.stages != self.cfg.quality_plan(header.quality)[0]:
+            raise FormatError("corrupt .vq header (stages or downsampling do not match the model)")
+        return header
+
+    def decode_plan(self, header: Header, quality: int | None) -> tuple[int, CoarseAlphabet | None]:
+        """The stages to decode and stage 0's alphabet, for the file's own quality or a lower one."""
+        if quality is None:
+            quality = header.quality
+            if header.complete_stages < header.stages:
+                hint = ""
+                if header.complete_stages > 0:
+                    lower = [q for q in self.qualities if self.cfg.quality_plan(q)[1] is None
+                             and self.cfg.quality_plan(q)[0] <= header.complete_stages]
+                    hint = f"; decode them with quality {max(lower)} or lower" if lower else ""
+                raise TruncatedError(f"truncated .vq file ({header.complete_stages} of {header.stages} stages "
+                                     f"complete{hint})")
+        quality = self.check_quality(quality)
+        if quality > header.quality:
+            raise ValueError(f"quality {quality} is above this file's quality {header.quality}")
+        stages, coarse_size = self.cfg.quality_plan(quality)
+        if quality != header.quality and (coarse_size is not None or self.cfg.quality_plan(header.quality)[1] is not None):
+            low = len(self.cfg.coarse_sizes) + 1
+            raise ValueError(f"quality {quality} cannot be decoded from a quality-{header.quality} file "
+                             f"(the coarse levels are coded differently; from {low} up works)")
+        if stages > header.complete_stages:
+            raise TruncatedError(f"truncated .vq file ({header.complete_stages} of {header.stages} stages "
+                                 f"complete; quality {quality} needs {stages})")
+        return self.quality_plan(quality)
+
+
+# The tile side (in index positions) new files use: 128 x 128 positions = 1024 x 1024 pixels at f = 8.
+TILE = 128
+# Index positions added around a tile for the networks: more than the encoder's and decoder's field of view
+# (about 6 positions each at f = 8), so a tile's pixels and indices match those of the whole image.
+MARGIN = 8
+
+
+def _with_margin(y0, x0, y1, x1, h, w):
+    """A tile's box grown by MARGIN within the grid -> (grown box, where the tile starts inside it)."""
+    a0, b0, a1, b1 = max(0, y0 - MARGIN), max(0, x0 - MARGIN), min(h, y1 + MARGIN), min(w, x1 + MARGIN)
+    return (a0, b0, a1, b1), (y0 - a0, x0 - b0)
+
+
+def _to_input(arr: np.ndarray, device) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [0, 1]."""
+    return torch.from_numpy(np.array(arr, copy=True)).to(device).permute(0, 3, 1, 2).float() / 255
+
+
+def _to_pixels(x: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) in [0, 1] -> (B, H, W, 3) uint8."""
+    return (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _same_shape_groups(shapes: list[tuple]) -> list[list[int]]:
@@ -208,26 +317,53 @@ def _same_shape_groups(shapes: list[tuple]) -> list[list[int]]:
     return list(groups.values())
 
 
-def resolve_model_dir(model: str | Path | None) -> Path:
-    """None -> the default shipped model; a shipped model's name; or a path to a model directory."""
-    if model is None:
-        model = DEFAULT_MODEL
-    path = Path(model)
-    if (path / CONFIG_FILE).exists():
-        return path
-    shipped = models_dir() / str(model)
-    if (shipped / CONFIG_FILE).exists():
+# Models that vqcodec shipped once and no longer does -> the vqcodec version that reads their files.
+RETIRED_MODELS = {"vqf8-v1": "0.1.0", "vqf8-v2": "0.1.0"}
+
+
+def shipped_model_dir(name: str) -> Path:
+    """A model name from a .vq file -> the shipped model's folder. Never a path: a name in a file only ever
+    selects a model that ships with (or is installed into) vqcodec."""
+    from .container import _NAME_RE
+    if not _NAME_RE.fullmatch(name.encode("ascii", "replace")) or name in (".", ".."):
+        raise ValueError(f"invalid model name {name!r}")
+    shipped = models_dir() / name
+    if (shipped / CONFIG_FILE).is_file():
         return shipped
+    if name in RETIRED_MODELS:
+        raise ValueError(f"this file needs model {name}, which this vqcodec no longer ships; "
+                         f"vqcodec {RETIRED_MODELS[name]} decodes it (pip install vqcodec=={RETIRED_MODELS[name]})")
     available = sorted(p.parent.name for p in models_dir().glob(f"*/{CONFIG_FILE}"))
-    raise ValueError(f"unknown model {model!s} (shipped models: {', '.join(available) or 'none'})")
+    raise ValueError(f"unknown model {name} (shipped models: {', '.join(available) or 'none'}; "
+                     "give another model's folder with --model)")
+
+
+def resolve_model_dir(model: str | Path | None) -> Path:
+    """The user's choice: None -> the default shipped model; a shipped model's name; or a model folder."""
+    if model is None:
+        return shipped_model_dir(DEFAULT_MODEL)
+    path = Path(model)
+    if (path / CONFIG_FILE).is_file():
+        return path
+    if isinstance(model, Path) or any(sep in str(model) for sep in "/\\"):
+        raise ValueError(f"not a vqcodec model directory: {model} (missing {CONFIG_FILE})")
+    return shipped_model_dir(str(model))
 
 
 _CACHE: dict[tuple[str, str], VQCodec] = {}
 
 
 def load_codec(model: str | Path | None = None, device: str = "cpu") -> VQCodec:
-    """Load (and cache) a model by name or directory."""
-    model_dir = resolve_model_dir(model)
+    """Load (and cache) a model by name or directory (the user's choice)."""
+    return _load(resolve_model_dir(model), device)
+
+
+def load_codec_for_file(header, device: str = "cpu") -> VQCodec:
+    """The shipped model a .vq file names."""
+    return _load(shipped_model_dir(header.model_name), device)
+
+
+def _load(model_dir: Path, device: str) -> VQCodec:
     key = (str(model_dir.resolve()), str(device))
     if key not in _CACHE:
         _CACHE[key] = VQCodec.load(model_dir, device)

@@ -63,7 +63,18 @@ class CoarseAlphabet:
         return np.add.reduceat(freqs[:, self.by_cell], self.starts, axis=1)
 
 
+def stream_bytes(streams: list[list[bytes]]) -> int:
+    """Total bytes of the streams of IndexCoder.encode."""
+    return sum(len(s) for stage in streams for s in stage)
+
+
 class IndexCoder:
+    """Index grids <-> one range-coded stream per (stage, tile).
+
+    Each tile is coded on its own: the prior's context stops at the tile's edges as at the image's, so a
+    decoder holds one tile's tables at a time and memory does not grow with the image.
+    """
+
     def __init__(self, prior: IntegerPrior):
         self.prior = prior
         self.device = prior.t["exp_table"].device
@@ -77,23 +88,33 @@ class IndexCoder:
         ctx = build_context(self.prior.to_input(prev), self.prior.to_input(cur), known)
         return self.prior.frequencies(stage, ctx, mask)
 
-    def encode(self, indices: torch.Tensor, timings: dict | None = None, stats: dict | None = None,
-               coarse: CoarseAlphabet | None = None) -> bytes:
-        """indices: (h, w, q) int64 -> payload. stats, if given, accumulates the ideal code length.
+    def encode(self, indices: torch.Tensor, tiles=None, timings: dict | None = None, stats: dict | None = None,
+               coarse: CoarseAlphabet | None = None) -> list[list[bytes]]:
+        """indices: (h, w, q) int -> streams[stage][tile]. tiles: (y0, x0, y1, x1) boxes covering the grid
+        (None: one tile, the whole grid).
 
-        coarse: stage 0 uses only coarse.codes and is coded in that alphabet (a coarse quality level).
+        stats, if given, accumulates the ideal code length ("ideal_bits"). coarse: stage 0 uses only
+        coarse.codes and is coded in that alphabet (a coarse quality level).
         """
         timings = {} if timings is None else timings
-        h, w, q = indices.shape
-        indices = indices.to(self.device)
+        q = indices.shape[2]
         if coarse is not None:
-            stage0 = indices[..., 0].cpu()
+            stage0 = indices[..., 0].cpu().long()
             if not bool((coarse.codes[coarse.cells[stage0]] == stage0).all()):
                 raise ValueError("stage 0 holds codes outside the coarse alphabet")
+        streams: list[list[bytes]] = [[] for _ in range(q)]
+        for y0, x0, y1, x1 in tiles or [(0, 0, indices.shape[0], indices.shape[1])]:
+            tile = indices[y0:y1, x0:x1].to(self.device, torch.int64)
+            for s, stream in enumerate(self._encode_tile(tile, timings, stats, coarse)):
+                streams[s].append(stream)
+        return streams
+
+    def _encode_tile(self, indices, timings, stats, coarse):
+        h, w, q = indices.shape
         masks, known = self._schedule(h, w)
-        enc = SymbolEncoder()
         prev = torch.zeros(self.prior.cfg.latent_dim, h, w, dtype=torch.int64, device=self.device)
         for s in range(q):
+            enc = SymbolEncoder()
             cur = self.prior.input_vectors(s, indices[..., s])
             for p in range(masks.shape[0]):
                 with timer(timings, "prior_s"):
@@ -107,21 +128,30 @@ class IndexCoder:
                 if stats is not None:
                     stats["ideal_bits"] = stats.get("ideal_bits", 0.0) + cross_entropy_bits(symbols, freqs)
             prev = prev + cur
-        with timer(timings, "entropy_s"):
-            return enc.finish()
+            with timer(timings, "entropy_s"):
+                yield enc.finish()
 
-    def decode(self, payload: bytes, h: int, w: int, q: int, timings: dict | None = None,
+    def decode(self, streams: list[list[bytes]], h: int, w: int, tiles=None, timings: dict | None = None,
                coarse: CoarseAlphabet | None = None) -> torch.Tensor:
-        """payload -> indices (h, w, q) int64. Raises FormatError if the payload does not decode."""
+        """streams[stage][tile] -> indices (h, w, q) int16 on the CPU. Raises FormatError if a stream does
+        not decode to exactly its tile's indices and its check symbol."""
         timings = {} if timings is None else timings
+        q = len(streams)
+        out = torch.zeros(h, w, q, dtype=torch.int16)
+        for t, (y0, x0, y1, x1) in enumerate(tiles or [(0, 0, h, w)]):
+            out[y0:y1, x0:x1] = self._decode_tile([stage[t] for stage in streams], y1 - y0, x1 - x0, timings, coarse)
+        return out
+
+    def _decode_tile(self, streams, h, w, timings, coarse) -> torch.Tensor:
         masks, known = self._schedule(h, w)
-        try:
-            dec = SymbolDecoder(payload)
-        except Exception as e:
-            raise FormatError(f"corrupt .vq payload ({e})") from None
-        out = torch.zeros(h, w, q, dtype=torch.int64, device=self.device)
+        q = len(streams)
+        out = torch.zeros(h, w, q, dtype=torch.int16)
         prev = torch.zeros(self.prior.cfg.latent_dim, h, w, dtype=torch.int64, device=self.device)
         for s in range(q):
+            try:
+                dec = SymbolDecoder(streams[s])
+            except Exception as e:
+                raise FormatError(f"corrupt .vq payload ({e})") from None
             stage = torch.zeros(h, w, dtype=torch.int64, device=self.device)
             for p in range(masks.shape[0]):
                 with timer(timings, "prior_s"):
@@ -136,6 +166,11 @@ class IndexCoder:
                 if coarse is not None and s == 0:
                     symbols = coarse.codes[symbols]
                 stage[masks[p]] = symbols.to(self.device)
-            out[..., s] = stage
+            with timer(timings, "entropy_s"):
+                try:
+                    dec.finish()
+                except Exception:
+                    raise FormatError(f"corrupt .vq payload (stage {s + 1} does not end where it should)") from None
+            out[..., s] = stage.cpu().to(torch.int16)
             prev = prev + self.prior.input_vectors(s, stage)
         return out

@@ -1,100 +1,297 @@
-"""The .vq file container (no torch). Byte layout: docs/format.md.
+"""The .vq file container, format version 2 (no torch). Byte layout: docs/format.md.
 
-Every field is validated before it is used; any problem raises FormatError with a one-line message.
+A file is a header (fixed fields, then a table of section lengths, then a CRC-32 of the header), followed
+by the sections in order: metadata, alpha, then the coded index streams, stage by stage and, within a
+stage, tile by tile. Every field is validated before it is used; any problem raises FormatError with a
+one-line message. Parsing costs time proportional to the file's length, never to what its header claims.
 """
 from __future__ import annotations
 
 import re
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MAGIC = b"VQIM"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MODES = {0: "RGB", 1: "L"}
 MODE_CODES = {v: k for k, v in MODES.items()}
-MAX_SIDE = 1 << 16             # widths and heights are 1..65536
-MAX_PIXELS = 1 << 28           # 268 megapixels: bounds every allocation a header can ask for
+MAX_SIDE = 65535                 # widths and heights are 1..65535
+MAX_PIXELS = 1 << 30             # the format's own ceiling; decoders apply a lower default (max_pixels)
+MAX_STAGES = 64
+MAX_TILE = 512                   # tile side in index positions
+MAX_METADATA_BYTES = 16 << 20    # ICC + EXIF + XMP together
 MODEL_HASH_BYTES = 8
-_NAME_RE = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")
-_FIXED = struct.Struct("<IIBBII")  # width, height, mode, quality, payload length, payload crc32
+FLAG_METADATA, FLAG_ALPHA = 0x01, 0x02
+_NAME_RE = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_FIXED = struct.Struct("<IIBBBBBH")  # width, height, mode, depth, quality, stages, log2 f, tile side
+
+# Every coded index costs at least MIN_BITS_PER_INDEX bits: the coder caps each probability at
+# 1 - 2**-PROB_CAP_BITS (vqcodec/entropy.py). So a stream of n indices needs at least
+# n * MIN_BITS_PER_INDEX bits, less the range coder's 64 bits of final state, plus its 16 check bits.
+PROB_CAP_BITS = 5
+MIN_BITS_PER_INDEX = 0.0458          # < -log2(1 - 2**-5 + 2**-14): the cap, with constriction's quantisation
+STREAM_CHECK_BITS = 16
 
 
 class FormatError(ValueError):
-    """The bytes are not a valid .vq file (corrupt, truncated, foreign or from a newer version)."""
+    """The bytes are not a valid .vq file (corrupt, truncated, foreign or from another version)."""
+
+
+class TruncatedError(FormatError):
+    """The file stops early; `complete_stages` stages are whole (see Header.complete_stages)."""
 
 
 @dataclass(frozen=True)
 class Header:
     model_name: str
-    model_hash: bytes   # first 8 bytes of SHA-256 of the model's weights file
+    model_hash: bytes            # first 8 bytes of SHA-256 of the model's weights file
     width: int
     height: int
-    mode: str           # "RGB" or "L"
+    mode: str                    # "RGB" or "L"
     quality: int
+    stages: int                  # residual stages coded
+    downsampling: int            # f: one index position per f x f pixels
+    tile: int                    # tile side in index positions
+    depth: int = 8               # bits per sample of the source image (8 or 16); decoded images are 8-bit
+    metadata_len: int = 0
+    metadata_crc: int = 0
+    alpha_len: int = 0
+    alpha_crc: int = 0
+    stream_words: tuple = ()     # (stages, tiles) 32-bit word counts, stage-major
+    stage_crcs: tuple = ()       # CRC-32 of each stage's bytes (all its tiles)
+    header_len: int = 0          # bytes before the first section (filled in by unpack)
+    complete_stages: int = -1    # stages wholly present in the file (unpack); -1 = not read from a file
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(h, w): index positions."""
+        f = self.downsampling
+        return -(-self.height // f), -(-self.width // f)
+
+    @property
+    def tiles(self) -> list[tuple[int, int, int, int]]:
+        """(y0, x0, y1, x1) of each tile in index positions, row-major."""
+        h, w = self.grid
+        t = self.tile
+        return [(y, x, min(y + t, h), min(x + t, w)) for y in range(0, h, t) for x in range(0, w, t)]
+
+    @property
+    def num_tiles(self) -> int:
+        h, w = self.grid
+        return -(-h // self.tile) * -(-w // self.tile)
 
     def validate(self) -> None:
-        if not _NAME_RE.match(self.model_name.encode("ascii", "replace")):
+        if not _NAME_RE.fullmatch(self.model_name.encode("ascii", "replace")):
             raise FormatError(f"invalid model name {self.model_name!r}")
         if len(self.model_hash) != MODEL_HASH_BYTES:
             raise FormatError("model hash must be 8 bytes")
         if not (1 <= self.width <= MAX_SIDE and 1 <= self.height <= MAX_SIDE):
             raise FormatError(f"image size {self.width}x{self.height} out of range (1..{MAX_SIDE} per side)")
         if self.width * self.height > MAX_PIXELS:
-            raise FormatError(f"image of {self.width}x{self.height} pixels is too large")
+            raise FormatError(f"image of {self.width}x{self.height} pixels is larger than the format allows "
+                              f"({MAX_PIXELS} pixels)")
         if self.mode not in MODE_CODES:
             raise FormatError(f"unsupported image mode {self.mode!r}")
+        if self.depth not in (8, 16):
+            raise FormatError(f"source depth {self.depth} is not 8 or 16")
         if not 1 <= self.quality <= 255:
             raise FormatError(f"quality {self.quality} out of range")
+        if not 1 <= self.stages <= MAX_STAGES:
+            raise FormatError(f"{self.stages} stages out of range (1..{MAX_STAGES})")
+        if self.downsampling not in (1, 2, 4, 8, 16, 32, 64):
+            raise FormatError(f"downsampling {self.downsampling} is not a power of two up to 64")
+        if not 8 <= self.tile <= MAX_TILE:
+            raise FormatError(f"tile side {self.tile} out of range (8..{MAX_TILE})")
 
 
-def pack(header: Header, payload: bytes) -> bytes:
-    """Header + payload -> the bytes of a .vq file."""
+# --- variable-length integers (LEB128, canonical, at most 5 bytes) ------------------------------
+def _varint(n: int) -> bytes:
+    if not 0 <= n < 1 << 32:
+        raise ValueError(f"{n} does not fit a 32-bit varint")
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _read_varint(data, pos: int) -> tuple[int, int]:
+    n = 0
+    for i in range(5):
+        if pos + i >= len(data):
+            raise TruncatedError("truncated .vq file (header incomplete)")
+        byte = data[pos + i]
+        n |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            if byte == 0 and i > 0:
+                raise FormatError("corrupt .vq header (non-canonical length)")
+            if n >= 1 << 32:
+                raise FormatError("corrupt .vq header (length out of range)")
+            return n, pos + i + 1
+    raise FormatError("corrupt .vq header (length out of range)")
+
+
+def min_stream_words(indices: int) -> int:
+    """The fewest 32-bit words that can hold a stream of this many coded indices (see PROB_CAP_BITS)."""
+    bits = indices * MIN_BITS_PER_INDEX + STREAM_CHECK_BITS - 64
+    return max(1, -(-int(bits) // 32))
+
+
+def pack(header: Header, metadata: bytes, alpha: bytes, streams: list[list[bytes]]) -> bytes:
+    """Header fields + sections -> the bytes of a .vq file. streams[stage][tile]: whole 32-bit words."""
     header.validate()
+    if len(streams) != header.stages or any(len(s) != header.num_tiles for s in streams):
+        raise ValueError("streams must be one list of tiles per stage")
+    if len(metadata) > MAX_METADATA_BYTES:
+        raise ValueError(f"metadata of {len(metadata)} bytes is over the {MAX_METADATA_BYTES}-byte limit")
     name = header.model_name.encode("ascii")
-    head = (MAGIC + bytes([FORMAT_VERSION, 0, len(name)]) + name + header.model_hash
-            + _FIXED.pack(header.width, header.height, MODE_CODES[header.mode], header.quality,
-                          len(payload), zlib.crc32(payload)))
-    return head + struct.pack("<I", zlib.crc32(head)) + payload
+    flags = (FLAG_METADATA if metadata else 0) | (FLAG_ALPHA if alpha else 0)
+    head = bytearray(MAGIC + bytes([FORMAT_VERSION, flags, len(name)]) + name + header.model_hash)
+    head += _FIXED.pack(header.width, header.height, MODE_CODES[header.mode], header.depth, header.quality,
+                        header.stages, header.downsampling.bit_length() - 1, header.tile)
+    for section in (metadata, alpha):
+        if section:
+            head += _varint(len(section)) + struct.pack("<I", zlib.crc32(section))
+    for stage in streams:
+        for stream in stage:
+            if not stream or len(stream) % 4:
+                raise ValueError("each stream must be a non-empty whole number of 32-bit words")
+            head += _varint(len(stream) // 4)
+    for stage in streams:
+        head += struct.pack("<I", zlib.crc32(b"".join(stage)))
+    head += struct.pack("<I", zlib.crc32(head))
+    return bytes(head) + metadata + alpha + b"".join(b"".join(stage) for stage in streams)
 
 
-def unpack(data: bytes) -> tuple[Header, bytes]:
-    """The bytes of a .vq file -> (header, payload). Raises FormatError on anything invalid."""
-    data = memoryview(data)
+def unpack(data: bytes) -> Header:
+    """Parse and check the header of a .vq file. Raises FormatError on anything invalid.
+
+    A file that stops at or inside the streams raises TruncatedError, unless at least one stage is whole and
+    `data` was given with allow_truncated (see read); the payload checks that need the sections themselves
+    (CRCs) are done by `sections`.
+    """
+    return _parse(memoryview(data))
+
+
+def _parse(data: memoryview) -> Header:
     if len(data) < 4 or bytes(data[:4]) != MAGIC:
         raise FormatError("not a .vq file (bad magic bytes)")
     if len(data) < 7:
-        raise FormatError("truncated .vq file (header incomplete)")
+        raise TruncatedError("truncated .vq file (header incomplete)")
     version, flags, name_len = data[4], data[5], data[6]
     if version != FORMAT_VERSION:
+        if version == 1:
+            raise FormatError("this .vq file is format version 1, which vqcodec 0.1.x reads "
+                              f"(this vqcodec reads version {FORMAT_VERSION}): pip install 'vqcodec<0.2'")
         raise FormatError(f"unsupported .vq format version {version} (this vqcodec reads version {FORMAT_VERSION})")
-    if flags != 0:
+    if flags & ~(FLAG_METADATA | FLAG_ALPHA):
         raise FormatError(f"unsupported .vq flags {flags:#04x}")
     if not 1 <= name_len <= 64:
         raise FormatError("corrupt .vq header (model name length)")
-    head_len = 7 + name_len + MODEL_HASH_BYTES + _FIXED.size
-    if len(data) < head_len + 4:
-        raise FormatError("truncated .vq file (header incomplete)")
-    (head_crc,) = struct.unpack_from("<I", data, head_len)
-    if zlib.crc32(data[:head_len]) != head_crc:
-        raise FormatError("corrupt .vq header (checksum mismatch)")
+    pos = 7 + name_len + MODEL_HASH_BYTES + _FIXED.size
+    if len(data) < pos:
+        raise TruncatedError("truncated .vq file (header incomplete)")
     name = bytes(data[7:7 + name_len])
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise FormatError("corrupt .vq header (model name)")
     model_hash = bytes(data[7 + name_len:7 + name_len + MODEL_HASH_BYTES])
-    width, height, mode_code, quality, payload_len, payload_crc = _FIXED.unpack_from(
+    width, height, mode_code, depth, quality, stages, log2f, tile = _FIXED.unpack_from(
         data, 7 + name_len + MODEL_HASH_BYTES)
     if mode_code not in MODES:
         raise FormatError(f"corrupt .vq header (unknown mode code {mode_code})")
-    header = Header(name.decode("ascii"), model_hash, width, height, MODES[mode_code], quality)
-    header.validate()
-    payload = data[head_len + 4:]
-    if len(payload) < payload_len:
-        raise FormatError(f"truncated .vq file ({len(payload)} of {payload_len} payload bytes)")
-    if len(payload) > payload_len:
-        raise FormatError(f"corrupt .vq file ({len(payload) - payload_len} unexpected bytes after the payload)")
-    if payload_len % 4:
-        raise FormatError("corrupt .vq payload (length is not a whole number of 32-bit words)")
-    if zlib.crc32(payload) != payload_crc:
-        raise FormatError("corrupt .vq payload (checksum mismatch)")
-    return header, bytes(payload)
+    if log2f > 6:
+        raise FormatError("corrupt .vq header (downsampling)")
+    fields = dict(model_name=name.decode("ascii"), model_hash=model_hash, width=width, height=height,
+                  mode=MODES[mode_code], depth=depth, quality=quality, stages=stages, downsampling=1 << log2f,
+                  tile=tile)
+    try:
+        Header(**fields).validate()
+    except FormatError as e:
+        raise FormatError(f"corrupt .vq header ({e})") from None
+    sections = []
+    for flag in (FLAG_METADATA, FLAG_ALPHA):
+        if flags & flag:
+            length, pos = _read_varint(data, pos)
+            if len(data) < pos + 4:
+                raise TruncatedError("truncated .vq file (header incomplete)")
+            if length == 0 or (flag == FLAG_METADATA and length > MAX_METADATA_BYTES):
+                raise FormatError("corrupt .vq header (section length)")
+            sections.append((length, struct.unpack_from("<I", data, pos)[0]))
+            pos += 4
+        else:
+            sections.append((0, 0))
+    probe = Header(**fields)
+    n_tiles = probe.num_tiles
+    # The table alone must fit in what is left of the file: a header cannot make this loop longer than the file.
+    if len(data) - pos < stages * n_tiles:
+        raise TruncatedError("truncated .vq file (header incomplete)")
+    tile_sizes = [(y1 - y0) * (x1 - x0) for y0, x0, y1, x1 in probe.tiles]
+    words = []
+    for _ in range(stages):
+        row = []
+        for size in tile_sizes:
+            n, pos = _read_varint(data, pos)
+            if n < min_stream_words(size):
+                raise FormatError(f"corrupt .vq file (a stream of {n} words cannot hold {size} indices)")
+            row.append(n)
+        words.append(tuple(row))
+    if len(data) < pos + 4 * stages + 4:
+        raise TruncatedError("truncated .vq file (header incomplete)")
+    stage_crcs = struct.unpack_from(f"<{stages}I", data, pos)
+    pos += 4 * stages
+    (head_crc,) = struct.unpack_from("<I", data, pos)
+    if zlib.crc32(data[:pos]) != head_crc:
+        raise FormatError("corrupt .vq header (checksum mismatch)")
+    pos += 4
+    # How much of the file is there: sections, then whole stages.
+    end = pos + sections[0][0] + sections[1][0]
+    complete = 0
+    for row in words:
+        if len(data) < end + 4 * sum(row):
+            break
+        end += 4 * sum(row)
+        complete += 1
+    if complete == stages and len(data) > end:
+        raise FormatError(f"corrupt .vq file ({len(data) - end} unexpected bytes after the last stage)")
+    return Header(**fields, metadata_len=sections[0][0], metadata_crc=sections[0][1], alpha_len=sections[1][0],
+                  alpha_crc=sections[1][1], stream_words=tuple(words), stage_crcs=stage_crcs, header_len=pos,
+                  complete_stages=complete)
+
+
+@dataclass
+class Sections:
+    metadata: bytes
+    alpha: bytes
+    streams: list = field(default_factory=list)  # [stage][tile] -> bytes, for the stages asked for
+
+
+def sections(data: bytes, header: Header, stages: int) -> Sections:
+    """The checked sections of a parsed file: metadata, alpha, and the streams of the first `stages` stages.
+
+    Raises TruncatedError if those stages are not all in the file, FormatError if a CRC does not match.
+    """
+    if stages > header.complete_stages or header.complete_stages < 0:
+        have = max(header.complete_stages, 0)
+        raise TruncatedError(f"truncated .vq file ({have} of {header.stages} stages complete)")
+    data = memoryview(data)
+    pos = header.header_len
+    parts = []
+    for length, crc, what in ((header.metadata_len, header.metadata_crc, "metadata"),
+                              (header.alpha_len, header.alpha_crc, "alpha")):
+        part = bytes(data[pos:pos + length])
+        if zlib.crc32(part) != crc:
+            raise FormatError(f"corrupt .vq {what} (checksum mismatch)")
+        parts.append(part)
+        pos += length
+    streams = []
+    for s in range(stages):
+        row = []
+        for n in header.stream_words[s]:
+            row.append(bytes(data[pos:pos + 4 * n]))
+            pos += 4 * n
+        if zlib.crc32(b"".join(row)) != header.stage_crcs[s]:
+            raise FormatError(f"corrupt .vq payload (stage {s + 1} checksum mismatch)")
+        streams.append(row)
+    return Sections(parts[0], parts[1], streams)

@@ -9,12 +9,28 @@ from __future__ import annotations
 import constriction
 import numpy as np
 
+from .container import PROB_CAP_BITS, STREAM_CHECK_BITS
+
 _MODEL = constriction.stream.model.Categorical(perfect=False)
+_CHECK_MODEL = constriction.stream.model.Uniform(1 << STREAM_CHECK_BITS)
+STREAM_CHECK = 0xA55A   # the last symbol of every stream: the decoder must find it where the encoder put it
+
+
+def cap_probabilities(freqs: np.ndarray) -> np.ndarray:
+    """(N, K) positive integer frequencies -> the same, with each row's largest lowered (if needed) to
+    (sum of the others) * (2**PROB_CAP_BITS - 1): no symbol is more probable than 1 - 2**-PROB_CAP_BITS,
+    so every coded index costs bits and a stream's length bounds its number of indices. Integers only."""
+    f = np.array(freqs, dtype=np.float64)  # exact: integers below 2**53
+    rows = np.arange(len(f))
+    top = f.argmax(1)
+    rest = f.sum(1) - f[rows, top]
+    f[rows, top] = np.minimum(f[rows, top], rest * ((1 << PROB_CAP_BITS) - 1))
+    return f
 
 
 def _table(freqs: np.ndarray) -> np.ndarray:
-    """(N, K) positive integer frequencies -> C-ordered float64 (constriction 0.5 ignores strides)."""
-    return np.ascontiguousarray(freqs, dtype=np.float64)
+    """(N, K) positive integer frequencies -> capped, C-ordered float64 (constriction 0.5 ignores strides)."""
+    return np.ascontiguousarray(cap_probabilities(freqs))
 
 
 def _probabilities(freqs: np.ndarray) -> np.ndarray:
@@ -32,6 +48,8 @@ class SymbolEncoder:
             self._coder.encode(np.ascontiguousarray(symbols, dtype=np.int32), _MODEL, _table(freqs))
 
     def finish(self) -> bytes:
+        """Close the stream with its check symbol -> whole little-endian 32-bit words."""
+        self._coder.encode(np.array([STREAM_CHECK], dtype=np.int32), _CHECK_MODEL)
         return self._coder.get_compressed().astype("<u4").tobytes()
 
 
@@ -48,8 +66,14 @@ class SymbolDecoder:
             return np.zeros(0, dtype=np.int64)
         return np.asarray(self._coder.decode(_MODEL, _table(freqs)), dtype=np.int64)
 
+    def finish(self) -> None:
+        """Raise ValueError unless the stream ends exactly here: its check symbol, then no more data."""
+        check = int(self._coder.decode(_CHECK_MODEL, 1)[0])
+        if check != STREAM_CHECK or not self._coder.maybe_exhausted():
+            raise ValueError("the stream does not end where its encoder ended")
+
 
 def cross_entropy_bits(symbols: np.ndarray, freqs: np.ndarray) -> float:
-    """Ideal code length in bits of symbols under the tables (what the prior promises)."""
-    p = _probabilities(freqs)
+    """Ideal code length in bits of symbols under the (capped) tables."""
+    p = _probabilities(cap_probabilities(freqs))
     return float(-np.log2(p[np.arange(len(symbols)), symbols]).sum())

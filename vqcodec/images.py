@@ -1,64 +1,268 @@
-"""Image input/output: mode handling, padding to the downsampling factor (numpy + pillow)."""
+"""Image input/output (numpy + pillow): reading with limits, orientation, metadata, alpha, depth, padding.
+
+    prepare(image)  -> Prepared: the RGB or L pixels vqcodec codes, plus what travels beside them
+                       (alpha plane, ICC / EXIF / XMP, source depth) and notes for the user
+    finish(...)     -> the decoded PIL image with its alpha and metadata put back
+"""
 from __future__ import annotations
 
+import io
+import struct
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 GRAY_MODES = {"1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+METADATA_CHOICES = ("all", "none", "icc", "exif", "xmp")
+ALPHA_CHOICES = ("keep", "drop")
+DEFAULT_MAX_PIXELS = 1 << 27     # 134 megapixels, for reading and for decoding (Pillow's idea: MAX_IMAGE_PIXELS)
+# metadata entries in a .vq file: type byte -> name; see docs/format.md ("Metadata")
+META_TYPES = {1: "icc", 2: "exif", 3: "xmp"}
+META_CODES = {v: k for k, v in META_TYPES.items()}
+ALPHA_PNG = 0                    # alpha section method: the 8-bit plane as a grayscale PNG (lossless)
 
 
 class ImageError(ValueError):
     """The input image cannot be read or is of a kind vqcodec does not take."""
 
 
-def open_image(image: "Image.Image | str | Path") -> Image.Image:
+@dataclass
+class Prepared:
+    image: Image.Image                  # RGB or L, 8-bit, upright
+    mode: str                           # "RGB" or "L": what the file records
+    depth: int = 8                      # bits per sample of the source
+    alpha: np.ndarray | None = None     # (H, W) uint8, kept alpha
+    metadata: dict = field(default_factory=dict)  # "icc" / "exif" / "xmp" -> bytes
+    notes: list = field(default_factory=list)
+
+
+def check_pixels(width: int, height: int, max_pixels: int | None, what: str) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageError(f"{what} is {width}x{height} = {width * height} pixels, over the limit of {max_pixels} "
+                         "(raise it with --max-pixels / max_pixels=)")
+
+
+def open_image(image: "Image.Image | str | Path | bytes", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """A PIL image, a path, or the bytes of an image file -> an opened PIL image (pixels not yet loaded).
+
+    The size is checked against max_pixels before any pixel is decoded."""
     if isinstance(image, Image.Image):
+        check_pixels(image.width, image.height, max_pixels, "the image")
         return image
-    path = Path(image)
+    name = "the input" if isinstance(image, (bytes, bytearray)) else str(image)
+    source = io.BytesIO(image) if isinstance(image, (bytes, bytearray)) else Path(image)
+    old_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # vqcodec's own limit applies, before any pixel is decoded
     try:
-        with Image.open(path) as im:
-            im.load()
-            return im
+        im = Image.open(source)
+        check_pixels(im.width, im.height, max_pixels, name)
+        return im
     except FileNotFoundError:
-        raise ImageError(f"no such file: {path}") from None
+        raise ImageError(f"no such file: {name}") from None
     except IsADirectoryError:
-        raise ImageError(f"{path} is a directory, not an image") from None
+        raise ImageError(f"{name} is a directory, not an image") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageError(f"cannot read {path} as an image ({e.__class__.__name__})") from None
-    except Image.DecompressionBombError as e:
-        raise ImageError(f"{path}: {e}") from None
+        if isinstance(e, ImageError):
+            raise
+        raise ImageError(f"cannot read {name} as an image ({e.__class__.__name__})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = old_limit
 
 
-def to_codec_mode(im: Image.Image) -> tuple[Image.Image, str, list[str]]:
-    """-> (RGB or L image, the mode the file will record, notes about conversions)."""
+def _load(im: Image.Image) -> None:
+    try:
+        im.load()
+    except MemoryError:
+        raise ImageError(f"not enough memory to read a {im.width}x{im.height} image") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"cannot read the image ({e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+
+
+def _source_depth(im: Image.Image) -> int:
+    if im.mode.startswith("I;16") or im.mode == "I":
+        return 16
+    if any(";16" in str(getattr(t, "args", "")) for t in (getattr(im, "tile", None) or [])):
+        return 16
+    return 8
+
+
+def _metadata(im: Image.Image, choice: str) -> dict:
+    if choice not in METADATA_CHOICES:
+        raise ValueError(f"metadata must be one of {', '.join(METADATA_CHOICES)}, not {choice!r}")
+    found = {"icc": im.info.get("icc_profile"), "xmp": im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")}
+    exif = im.getexif()
+    found["exif"] = exif.tobytes() if len(exif) else None
+    keep = set(META_CODES) if choice == "all" else set() if choice == "none" else {choice}
+    out = {}
+    for key in sorted(keep):
+        value = found.get(key)
+        if isinstance(value, str):
+            value = value.encode("utf-8")
+        if value:
+            out[key] = bytes(value)
+    return out
+
+
+def prepare(image, metadata: str = "all", alpha: str = "keep",
+            max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Prepared:
+    """Whatever the user gave -> the upright 8-bit RGB or L pixels, alpha, metadata and notes."""
+    if alpha not in ALPHA_CHOICES:
+        raise ValueError(f"alpha must be one of {', '.join(ALPHA_CHOICES)}, not {alpha!r}")
+    im = open_image(image, max_pixels)
     notes: list[str] = []
+    if getattr(im, "n_frames", 1) > 1:
+        notes.append(f"the input has {im.n_frames} frames; coded the first only")
+        im.seek(0)
+    depth = _source_depth(im)
+    _load(im)
+    kept = _metadata(im, metadata)
+    if im.mode == "CMYK":
+        im = _cmyk_to_rgb(im, notes)
+        kept.pop("icc", None)  # the pixels are sRGB now
+    orientation = im.getexif().get(0x0112, 1)
+    if orientation not in (1, None):
+        im = ImageOps.exif_transpose(im)
+        notes.append(f"applied EXIF orientation {orientation} (the decoded image is upright)")
+        if "exif" in kept:
+            exif = im.getexif()
+            exif[0x0112] = 1
+            kept["exif"] = exif.tobytes()
+    plane, im = _split_alpha(im, alpha, notes)
+    im, mode = _to_codec_mode(im, notes)
+    if depth == 16:
+        notes.append("reduced 16-bit samples to 8 bits (the file records the original depth)")
+    return Prepared(im, mode, depth, plane, kept, notes)
+
+
+def _cmyk_to_rgb(im: Image.Image, notes: list) -> Image.Image:
+    icc = im.info.get("icc_profile")
+    if icc:
+        from PIL import ImageCms
+        try:
+            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            out = ImageCms.profileToProfile(im, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
+            notes.append("converted CMYK to sRGB through its ICC profile")
+            return out
+        except (ImageCms.PyCMSError, OSError):
+            notes.append("converted CMYK to RGB without colour management (its ICC profile could not be used)")
+            return im.convert("RGB")
+    notes.append("converted CMYK to RGB without colour management (no ICC profile)")
+    return im.convert("RGB")
+
+
+def _split_alpha(im: Image.Image, choice: str, notes: list) -> tuple[np.ndarray | None, Image.Image]:
     mode = im.mode
-    if mode in ALPHA_MODES or (mode == "P" and "transparency" in im.info):
-        alpha = np.asarray(im.convert("RGBA"))[..., 3]
-        if (alpha != 255).any():
-            raise ImageError(f"images with transparency ({mode}) are not supported yet; "
-                             "flatten the alpha channel first")
+    if not (mode in ALPHA_MODES or (mode == "P" and "transparency" in im.info)):
+        return None, im
+    plane = np.asarray(im.convert("RGBA"))[..., 3]
+    base = im.convert("LA").convert("L") if mode in ("LA", "La") else im.convert("RGB")
+    if (plane == 255).all():
         notes.append(f"dropped a fully opaque alpha channel ({mode})")
-        im = im.convert("L" if mode in ("LA", "La") else "RGB")
-    elif mode in ("RGB", "L"):
-        pass
-    elif mode in GRAY_MODES:
-        notes.append(f"converted {mode} to 8-bit grayscale")
+        return None, base
+    if choice == "drop":
+        notes.append(f"dropped the alpha channel ({mode}) as asked (--alpha drop)")
+        return None, base
+    return np.ascontiguousarray(plane), base
+
+
+def _to_codec_mode(im: Image.Image, notes: list) -> tuple[Image.Image, str]:
+    mode = im.mode
+    if mode in ("RGB", "L"):
+        return im, mode
+    if mode in GRAY_MODES:
         if mode.startswith("I;16") or mode == "I":
             arr = np.asarray(im, dtype=np.float64)
             scale = 255.0 / 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 1.0
-            im = Image.fromarray(np.clip(np.round(arr * scale), 0, 255).astype(np.uint8), "L")
-        else:
-            im = im.convert("L")
-    else:
-        notes.append(f"converted {mode} to RGB")
-        im = im.convert("RGB")
-    return im, im.mode, notes
+            return Image.fromarray(np.clip(np.round(arr * scale), 0, 255).astype(np.uint8), "L"), "L"
+        notes.append(f"converted {mode} to 8-bit grayscale")
+        return im.convert("L"), "L"
+    notes.append(f"converted {mode} to RGB")
+    return im.convert("RGB"), "RGB"
 
 
+# --- the sections beside the pixels ------------------------------------------------------------
+def pack_metadata(meta: dict) -> bytes:
+    """{"icc": b, "exif": b, "xmp": b} -> the metadata section: (type u8, length u32) + bytes, by type."""
+    out = bytearray()
+    for code, key in sorted(META_TYPES.items()):
+        if meta.get(key):
+            out += struct.pack("<BI", code, len(meta[key])) + meta[key]
+    return bytes(out)
+
+
+def unpack_metadata(data: bytes) -> dict:
+    """The metadata section -> dict; ValueError (FormatError in the codec) on anything malformed."""
+    meta, pos = {}, 0
+    last = 0
+    while pos < len(data):
+        if pos + 5 > len(data):
+            raise ValueError("metadata entry header incomplete")
+        code, length = struct.unpack_from("<BI", data, pos)
+        if code not in META_TYPES or code <= last:
+            raise ValueError(f"metadata entry type {code} unknown or out of order")
+        if length == 0 or pos + 5 + length > len(data):
+            raise ValueError("metadata entry length out of range")
+        meta[META_TYPES[code]] = bytes(data[pos + 5:pos + 5 + length])
+        pos, last = pos + 5 + length, code
+    return meta
+
+
+def pack_alpha(plane: np.ndarray) -> bytes:
+    """(H, W) uint8 -> the alpha section: method byte 0, then a lossless grayscale PNG."""
+    buf = io.BytesIO()
+    Image.fromarray(plane, "L").save(buf, format="PNG", optimize=True)
+    return bytes([ALPHA_PNG]) + buf.getvalue()
+
+
+def unpack_alpha(data: bytes, width: int, height: int) -> np.ndarray:
+    """The alpha section -> (H, W) uint8; ValueError unless it is a grayscale PNG of exactly that size."""
+    if not data or data[0] != ALPHA_PNG:
+        raise ValueError("unknown alpha method")
+    try:
+        with Image.open(io.BytesIO(data[1:]), formats=["PNG"]) as im:
+            if im.size != (width, height) or im.mode != "L":
+                raise ValueError("alpha plane of the wrong size or mode")
+            im.load()
+            return np.asarray(im, dtype=np.uint8)
+    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ValueError(f"alpha plane does not decode ({e.__class__.__name__})") from None
+
+
+def finish(im: Image.Image, alpha: np.ndarray | None, meta: dict) -> Image.Image:
+    """The decoded RGB or L image -> with its alpha (RGBA / LA) and metadata in .info."""
+    if alpha is not None:
+        im = im.convert("RGBA" if im.mode == "RGB" else "LA")
+        im.putalpha(Image.fromarray(alpha, "L"))
+    if meta.get("icc"):
+        im.info["icc_profile"] = meta["icc"]
+    if meta.get("exif"):
+        im.info["exif"] = meta["exif"]
+    if meta.get("xmp"):
+        im.info["xmp"] = meta["xmp"]
+    return im
+
+
+def save_image(im: Image.Image, fp, fmt: str) -> None:
+    """Save a decoded image, with its ICC profile, EXIF and XMP where the format takes them.
+
+    A format that cannot hold the alpha channel (JPEG, PPM) gets the image composited on white."""
+    kwargs = {}
+    for key in ("icc_profile", "exif", "xmp"):
+        if im.info.get(key):
+            kwargs[key] = im.info[key]
+    if fmt in ("JPEG", "PPM") and im.mode in ("RGBA", "LA"):
+        base = Image.new(im.mode, im.size, (255,) * len(im.mode))
+        im = Image.alpha_composite(base.convert("RGBA"), im.convert("RGBA")).convert(
+            "RGB" if im.mode == "RGBA" else "L")
+    if fmt == "PPM":
+        kwargs = {}
+    im.save(fp, format=fmt, **kwargs)
+
+
+# --- pixels ------------------------------------------------------------------------------------
 def to_rgb_array(im: Image.Image) -> np.ndarray:
     """RGB or L image -> (H, W, 3) uint8."""
     return np.asarray(im.convert("RGB"), dtype=np.uint8)
