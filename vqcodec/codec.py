@@ -148,10 +148,22 @@ class VQCodec:
         quality: decode a lower quality from the same file (its first stages), or None for the file's own."""
         return self.decompress_batch([data], quality, max_pixels)[0]
 
+    def _out_of_memory(self, error: BaseException, what: str) -> None:
+        """Allocation failures (MemoryError, torch's RuntimeError) -> one clear ValueError; others pass."""
+        if isinstance(error, MemoryError) or "alloc" in str(error).lower():
+            raise ValueError(f"not enough memory to {what}") from None
+
     def compress_batch(self, images, quality: int, notes: list[str] | None = None, metadata: str = "all",
                        alpha: str = "keep", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[bytes]:
         """Several images. Those of one tile and the same padded size share one network pass (worth it
         on a GPU); larger images are coded tile by tile. last_timings then holds the split of the batch."""
+        try:
+            return self._compress_batch(images, quality, notes, metadata, alpha, max_pixels)
+        except (MemoryError, RuntimeError) as e:
+            self._out_of_memory(e, "compress this image")
+            raise
+
+    def _compress_batch(self, images, quality, notes, metadata, alpha, max_pixels) -> list[bytes]:
         quality = self.check_quality(quality)
         stages, coarse = self.quality_plan(quality)
         first_codes = None if coarse is None else coarse.codes.to(self.device)
@@ -203,6 +215,13 @@ class VQCodec:
     def decompress_batch(self, datas, quality: int | None = None,
                          max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[Image.Image]:
         """Several .vq files; index grids of one tile and the same shape share one decoder pass."""
+        try:
+            return self._decompress_batch(datas, quality, max_pixels)
+        except (MemoryError, RuntimeError) as e:
+            self._out_of_memory(e, "decode this image")
+            raise
+
+    def _decompress_batch(self, datas, quality, max_pixels) -> list[Image.Image]:
         timings: dict[str, float] = {}
         headers, indices, extras = [], [], []
         for data in datas:

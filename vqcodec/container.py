@@ -30,7 +30,7 @@ _FIXED = struct.Struct("<IIBBBBBH")  # width, height, mode, depth, quality, stag
 # 1 - 2**-PROB_CAP_BITS (vqcodec/entropy.py). So a stream of n indices needs at least
 # n * MIN_BITS_PER_INDEX bits, less the range coder's 64 bits of final state, plus its 16 check bits.
 PROB_CAP_BITS = 5
-MIN_BITS_PER_INDEX = 0.0458          # < -log2(1 - 2**-5 + 2**-14): the cap, with constriction's quantisation
+MIN_BITS_PER_INDEX = 0.0457          # < -log2(1 - 2**-5 + 2**-14) = 0.04571: the cap, with constriction's quantisation
 STREAM_CHECK_BITS = 16
 
 
