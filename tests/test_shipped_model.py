@@ -114,3 +114,15 @@ def test_a_format_1_file_gets_a_clear_error():
     data = (ROOT / "tests" / "golden" / "vqf8-v2_kodim23_crop_q3_format1.vq").read_bytes()
     with pytest.raises(ValueError, match=r"format version 1, which vqcodec 0\.1\.x reads"):
         vqcodec.decompress(data)
+
+
+def test_a_folder_named_like_the_model_in_the_current_directory_plays_no_part(tmp_path, monkeypatch):
+    """Regression (issue 9, item 4): a folder `vqf8-v3` where the user runs vqcodec broke a valid file."""
+    import vqcodec
+
+    data = (ROOT / "tests" / "golden" / GOLDEN_FILE).read_bytes()
+    decoy = tmp_path / DEFAULT_MODEL
+    decoy.mkdir()
+    (decoy / "config.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    assert vqcodec.decompress(data).size == (96, 64)

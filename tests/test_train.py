@@ -1,7 +1,10 @@
 """`vqcodec train` end to end on a few tiny images and a tiny model: train, resume, export, use."""
 import json
+import subprocess
+import sys
 
 import numpy as np
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -52,3 +55,83 @@ def test_learning_rate_warms_up_from_zero_and_again_after_a_resume():
     # a warm restart (resume with more steps) ramps up over 200 steps instead of jumping to the schedule
     assert cosine_lr(500, 2000, 1e-3, resumed_at=500) < 1e-5
     assert cosine_lr(699, 2000, 1e-3, resumed_at=500) == cosine_lr(699, 2000, 1e-3)
+
+
+def photos(folder, count=3, size=(72, 90)):
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, size + (3,), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def test_a_pack_of_crops_trains_and_a_time_limit_stops_and_resumes(tmp_path):
+    """The device workflow: a pack, autoencoder-only training without constriction, time limit, copies."""
+    runner = CliRunner()
+    pack = tmp_path / "packs" / "shard1"
+    made = runner.invoke(cli, ["train", str(photos(tmp_path / "photos")), "--make-pack", str(pack),
+                               "--pack-size-mb", "0.05", "--shard", "1", "--prior-crop", "48"])
+    assert made.exit_code == 0, made.output
+    info = json.loads((pack / "pack.json").read_text())
+    crops = sorted(pack.glob("*.jpg"))
+    assert info["crops"] == len(crops) > 3 and sum(p.stat().st_size for p in crops) <= 0.05 * 2**20
+    assert {Image.open(p).size for p in crops} == {(48, 48)}
+    again = runner.invoke(cli, ["train", str(tmp_path / "photos"), "--make-pack", str(pack)])
+    assert again.exit_code == 1 and "is not empty" in again.output
+
+    run, out = tmp_path / "run", tmp_path / "OUT"
+
+    def train(steps, *extra, without_constriction=False):
+        args = ["train", str(tmp_path / "packs"), "--out", str(run), "--steps", str(steps), "--batch-size", "2",
+                "--crop", "32", "--device", "cpu", "--config", TINY_CONFIG, "--slim-checkpoints",
+                "--copy-checkpoints-to", str(out), *extra]
+        if not without_constriction:
+            done = runner.invoke(cli, args, catch_exceptions=False)
+            assert done.exit_code == 0, done.output
+            return done.output
+        # in a fresh interpreter where constriction cannot be imported, as on the device machine
+        code = "import sys; sys.modules['constriction'] = None; from vqcodec.cli import main; main()"
+        done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout + done.stderr
+
+    first = train(2, "--autoencoder-only", without_constriction=True)
+    assert "no prior and no export" in first and not (run / "vqf8-custom").exists()
+    second = train(100000, "--time-limit", "1")  # stops cleanly, far from the end
+    stopped = int(second.split("stopped at autoencoder step ")[1].split()[0])
+    assert "resumed autoencoder from step 2 (no optimizer state" in second and 2 <= stopped < 100000
+    assert (out / "autoencoder.ckpt").read_bytes() == (run / "autoencoder.ckpt").read_bytes()
+    assert "optimizer" not in torch.load(out / "autoencoder.ckpt", weights_only=True)
+    third = train(stopped + 2, "--autoencoder-only")
+    assert f"resumed autoencoder from step {stopped}" in third and f"step {stopped + 2} " in third
+    # the pack's crops (--prior-crop sized) serve the prior too
+    train(stopped + 2, "--prior-crop", "48", "--prior-crops", "4", "--prior-steps", "3")
+    assert (run / "vqf8-custom" / "model.safetensors").exists() and (out / "prior.ckpt").exists()
+
+
+def test_large_checkpoints_are_split_and_joined_exactly(tmp_path):
+    from vqcodec.train import load_checkpoint, save_checkpoint
+
+    path = tmp_path / "run" / "x.ckpt"
+    big = {"step": 7, "w": torch.randn(40_000), "n": torch.arange(5000)}
+    save_checkpoint(path, big, copy_to=tmp_path / "copy", part_bytes=50_000)
+    for folder in (tmp_path / "run", tmp_path / "copy"):
+        parts = sorted(folder.iterdir())
+        n = len(parts)
+        assert n > 2 and [p.name for p in parts] == [f"x.ckpt.part{i + 1}of{n}" for i in range(n)]
+        assert all(p.stat().st_size <= 50_000 for p in parts)
+        back = load_checkpoint(folder / "x.ckpt", "cpu")
+        assert back["step"] == 7 and torch.equal(back["w"], big["w"]) and torch.equal(back["n"], big["n"])
+    # the parts are pieces of the bytes torch.save writes: joined in order, they are a plain checkpoint
+    (tmp_path / "joined.ckpt").write_bytes(b"".join(p.read_bytes() for p in sorted((tmp_path / "run").iterdir())))
+    assert torch.equal(torch.load(tmp_path / "joined.ckpt", weights_only=True)["w"], big["w"])
+
+    # an older set copied beside a newer one (and an incomplete one) is ignored: the highest step wins
+    save_checkpoint(tmp_path / "old" / "x.ckpt", {"step": 3, "w": torch.zeros(1)}, part_bytes=50_000)
+    (tmp_path / "old" / "x.ckpt").replace(path)
+    (tmp_path / "run" / "x.ckpt.part2of9").write_bytes(b"junk")
+    assert load_checkpoint(path, "cpu")["step"] == 7
+    # a smaller checkpoint replaces the parts with one file
+    save_checkpoint(path, {"step": 8, "w": torch.zeros(1)}, part_bytes=50_000)
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["x.ckpt"] and load_checkpoint(path, "cpu")["step"] == 8
+    assert load_checkpoint(tmp_path / "none.ckpt", "cpu") is None

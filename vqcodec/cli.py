@@ -1,8 +1,10 @@
 """The `vqcodec` command: a thin click layer over the library (no model logic here)."""
 from __future__ import annotations
 
+import io
 import json
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -14,26 +16,55 @@ from . import DEFAULT_QUALITY, __version__
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 IMAGE_FORMATS = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PPM", ".pgm": "PPM",
                  ".webp": "WEBP", ".jpg": "JPEG", ".jpeg": "JPEG"}
+# --format NAME -> (Pillow format, the extension a batch gives its outputs)
+OUTPUT_FORMATS = {"png": ("PNG", ".png"), "jpeg": ("JPEG", ".jpg"), "jpg": ("JPEG", ".jpg"),
+                  "bmp": ("BMP", ".bmp"), "tiff": ("TIFF", ".tif"), "ppm": ("PPM", ".ppm"),
+                  "webp": ("WEBP", ".webp")}
+# What a folder given to `compress -o` contributes (not recursive); `decompress -o` takes its *.vq files.
+INPUT_IMAGE_EXTENSIONS = set(IMAGE_FORMATS) | {".gif", ".tga", ".pbm", ".pnm", ".jp2", ".j2k", ".avif", ".qoi"}
+STDIO = "-"
+METADATA_CHOICES = ["all", "none", "icc", "exif", "xmp"]
 
 
 def fail(message: str) -> click.ClickException:
     return click.ClickException(message)
 
 
-def write_atomically(path: Path, write, force: bool) -> None:
-    """Write via a temporary file in the same folder, then rename: no partial file on any error."""
-    if path.exists() and not force:
-        raise fail(f"{path} already exists (use --force to overwrite)")
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def check_output(path: Path, force: bool) -> None:
+    """Refuse an output file that cannot or must not be written; called before any work is done."""
     if path.is_dir():
         raise fail(f"{path} is a directory")
-    folder = path.parent if str(path.parent) else Path(".")
+    if (path.exists() or path.is_symlink()) and not force:
+        raise fail(f"{path} already exists (use --force to overwrite)")
+    folder = path.parent
     if not folder.is_dir():
-        raise fail(f"folder {folder} does not exist")
+        raise fail(f"{folder} is not a folder" if folder.exists() else f"folder {folder} does not exist")
+
+
+def write_atomically(path: Path, write, force: bool) -> None:
+    """Write via a temporary file in the same folder, then rename: no partial file on any error.
+
+    The file gets the permissions an ordinary new file gets (0666 less the umask), or keeps those of
+    the file it replaces; not the 0600 of the temporary file.
+    """
+    check_output(path, force)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
+        mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else 0o666 & ~_umask()
+    except OSError:
+        mode = 0o666 & ~_umask()
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     except OSError as e:
         raise fail(f"cannot write {path}: {e.strerror}") from None
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.replace(tmp, path)
@@ -45,15 +76,56 @@ def write_atomically(path: Path, write, force: bool) -> None:
         raise
 
 
-def read_input(path: str) -> bytes:
+def stdout_binary():
+    """Standard output for binary data; refuses a terminal."""
+    stream = click.get_binary_stream("stdout")
+    if stream.isatty():
+        raise fail("refusing to write binary data to a terminal (redirect standard output, or name an output file)")
+    return stream
+
+
+def write_output(target: str, data: bytes, force: bool) -> None:
+    """Write bytes to a file (atomically) or, for "-", to standard output."""
+    if target != STDIO:
+        write_atomically(Path(target), lambda f: f.write(data), force)
+        return
+    stream = stdout_binary()
     try:
-        return sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+        stream.write(data)
+        stream.flush()
+    except BrokenPipeError:
+        try:  # keep Python's exit-time flush of a closed pipe quiet
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, io.UnsupportedOperation):
+            pass
+        raise fail("standard output was closed before all was written") from None
+
+
+def label(path: str, output: bool = False) -> str:
+    return ("<stdout>" if output else "<stdin>") if path == STDIO else str(path)
+
+
+def read_input(path: str, named: bool = True) -> bytes:
+    """The bytes of a file, or of standard input for "-". named=False: messages leave the path out."""
+    try:
+        return click.get_binary_stream("stdin").read() if path == STDIO else Path(path).read_bytes()
     except FileNotFoundError:
-        raise fail(f"no such file: {path}") from None
+        raise fail(f"no such file: {path}" if named else "no such file") from None
     except IsADirectoryError:
-        raise fail(f"{path} is a directory") from None
+        raise fail(f"{path} is a directory" if named else "is a directory") from None
     except OSError as e:
-        raise fail(f"cannot read {path}: {e.strerror}") from None
+        raise fail(f"cannot read {path}: {e.strerror}" if named else f"cannot read it: {e.strerror}") from None
+
+
+def error_text(e: BaseException) -> str:
+    """The one line the CLI prints for an error."""
+    if isinstance(e, click.ClickException):
+        return e.format_message()
+    if isinstance(e, OSError) and not isinstance(e, click.ClickException):
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        return f"{e.strerror or e}{where}".splitlines()[0]
+    return (str(e) or e.__class__.__name__).splitlines()[0]
 
 
 def library_errors(fn):
@@ -66,11 +138,8 @@ def library_errors(fn):
             return fn(*args, **kwargs)
         except click.ClickException:
             raise
-        except OSError as e:
-            where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-            raise fail(f"{e.strerror or e}{where}".splitlines()[0]) from None
-        except (ValueError, MemoryError) as e:
-            raise fail((str(e) or e.__class__.__name__).splitlines()[0]) from None
+        except (OSError, ValueError, MemoryError) as e:
+            raise fail(error_text(e)) from None
     return wrapper
 
 
@@ -83,64 +152,339 @@ def cli():
       vqcodec compress photo.png photo.vq -q 6
       vqcodec decompress photo.vq restored.png
       vqcodec info photo.vq
+      vqcodec compress photo.png small.vq --target-size 20000
+      cat photo.png | vqcodec compress - - > photo.vq
+      vqcodec compress pictures/ -o vqfiles/
     """
 
 
+def _compress_one(codec, source, name: str, quality, target_bpp, target_size, options: dict, quiet: bool,
+                  say) -> tuple[int, bytes, list[str], object]:
+    """-> (quality, file bytes, notes, header). With a target: the highest quality whose file fits, never a
+    larger file (binary search over codec.qualities, which file sizes follow nearly monotonically)."""
+    from . import read_info
+
+    def at(q: int) -> tuple[bytes, list[str]]:
+        notes: list[str] = []
+        return codec.compress(source, q, notes=notes, **options), notes
+
+    if target_bpp is None and target_size is None:
+        quality = codec.check_quality(DEFAULT_QUALITY if quality is None else quality)
+        data, notes = at(quality)
+        return quality, data, notes, read_info(data)
+    levels = sorted(codec.qualities)
+    tried = {0: at(levels[0])}
+    header = read_info(tried[0][0])
+    if target_size is not None:
+        target, target_text = target_size, f"{target_size} bytes"
+    else:
+        target = int(target_bpp * header.width * header.height / 8)
+        target_text = f"{target_bpp:g} bpp ({target} bytes for {header.width}x{header.height})"
+
+    def size(i: int) -> int:
+        if i not in tried:
+            tried[i] = at(levels[i])
+        return len(tried[i][0])
+
+    if size(0) > target:
+        raise fail(f"no quality fits in {target_text}: the smallest file (quality {levels[0]}) is {size(0)} bytes")
+    lo, hi = 0, len(levels) - 1  # levels[lo] fits; nothing above levels[hi] is known to
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if size(mid) <= target:
+            lo = mid
+        else:
+            hi = mid - 1
+    data, notes = tried[lo]
+    assert len(data) <= target
+    if not quiet:
+        say(f"{name}: quality {levels[lo]}, the highest that fits in {target_text} ({len(data)} bytes)")
+    return levels[lo], data, notes, header
+
+
+def _batch_inputs(paths, extensions: set[str], what: str) -> list[tuple[Path, str | None]]:
+    """Files and folders (their files with one of these extensions, sorted, not recursive) ->
+    [(path, None) or (path, error)]."""
+    out: list[tuple[Path, str | None]] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir()
+                           if q.suffix.lower() in extensions and not q.name.startswith(".") and q.is_file())
+            out += [(q, None) for q in found] or [(p, f"no {what} in this folder")]
+        else:
+            out.append((p, None))
+    return out
+
+
+class _Batch:
+    """A progress bar on stderr (a terminal only, not with --quiet) and messages that do not break it."""
+
+    def __init__(self, total: int, quiet: bool):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="file", file=sys.stderr, dynamic_ncols=True, leave=False,
+                        disable=quiet or total < 2 or not sys.stderr.isatty())
+        self.failures = 0
+
+    def say(self, message: str, err: bool = True) -> None:
+        from tqdm import tqdm
+
+        with tqdm.external_write_mode(file=sys.stderr):
+            click.echo(message, err=err)
+
+    def failed(self, path, e: BaseException) -> None:
+        self.failures += 1
+        self.say(f"Error: {path}: {error_text(e)}")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.close()
+
+
+BATCH_ERRORS = (click.ClickException, OSError, ValueError, MemoryError)
+
+
+def _batch_folder(paths, output_dir: Path) -> None:
+    if STDIO in paths:
+        raise fail("standard input (-) cannot be used with -o")
+    if not paths:
+        raise fail("no input given")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise fail(f"{output_dir} is not a folder")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise fail(f"cannot create folder {output_dir}: {e.strerror}") from None
+
+
+def _max_pixels(value: int) -> int | None:
+    if value < 0:
+        raise fail(f"--max-pixels must be 0 (no limit) or more, not {value}")
+    return value or None
+
+
+def _two_paths(paths, what: str) -> tuple[str, str]:
+    if len(paths) != 2:
+        raise fail(f"give {what} and OUTPUT" if len(paths) < 2 else
+                   f"{len(paths)} paths given: several inputs need -o FOLDER")
+    return paths
+
+
+def _max_pixels_option():
+    from . import DEFAULT_MAX_PIXELS
+
+    return click.option("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, show_default=True, metavar="N",
+                        help="Refuse images of more pixels than this (0: no limit).")
+
+
 @cli.command(context_settings=CONTEXT)
-@click.argument("input", metavar="INPUT_IMAGE")
-@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-q", "--quality", type=int, default=DEFAULT_QUALITY, show_default=True,
-              help="1 = smallest file; higher = better image (the model's number of levels is the top).")
+@click.argument("paths", nargs=-1, metavar="INPUT OUTPUT | INPUT... -o FOLDER")
+@click.option("-o", "--output-dir", type=click.Path(path_type=Path), default=None, metavar="FOLDER",
+              help="Compress every INPUT (images, or folders: the images in them, not recursive) to "
+                   "FOLDER/<name>.vq; FOLDER is created if missing.")
+@click.option("-q", "--quality", type=int, default=None,
+              help=f"1 = smallest file; higher = better image (the model's number of levels is the top). "
+                   f"[default: {DEFAULT_QUALITY}]")
+@click.option("--target-bpp", type=float, default=None, metavar="BPP",
+              help="Instead of -q: the highest quality whose file takes at most BPP bits per pixel.")
+@click.option("--target-size", type=int, default=None, metavar="BYTES",
+              help="Instead of -q: the highest quality whose file takes at most BYTES bytes.")
+@click.option("--metadata", type=click.Choice(METADATA_CHOICES), default="all", show_default=True,
+              help="Which of the image's ICC profile, EXIF and XMP the file keeps.")
+@click.option("--alpha", type=click.Choice(["keep", "drop"]), default="keep", show_default=True,
+              help="Keep the alpha channel (transparency), or drop it.")
+@_max_pixels_option()
 @click.option("--model", default=None, help="Shipped model name or model folder (default: the shipped default).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
-@click.option("--quiet", is_flag=True, help="Print nothing on success.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
+@click.option("--quiet", is_flag=True, help="Print nothing on success (no progress bar either).")
 @library_errors
-def compress(input, output, quality, model, device, force, quiet):
-    """Compress INPUT_IMAGE (PNG, JPEG, ...) into the .vq file OUTPUT."""
-    from .codec import load_codec
-    from .images import open_image
+def compress(paths, output_dir, quality, target_bpp, target_size, metadata, alpha, max_pixels, model, device, force,
+             quiet):
+    """Compress an image (PNG, JPEG, ...) into a .vq file, or several into a folder.
 
-    if output.exists() and not force:
-        raise fail(f"{output} already exists (use --force to overwrite)")
-    image = open_image(input)
-    codec = load_codec(model, device)
-    codec.check_quality(quality)
-    notes: list[str] = []
-    data = codec.compress(image, quality, notes=notes)
-    for note in notes:
-        click.echo(f"Note: {note}", err=True)
-    write_atomically(output, lambda f: f.write(data), force)
-    if not quiet:
-        bpp = 8 * len(data) / (image.width * image.height)
-        click.echo(f"{input} -> {output}: {image.width}x{image.height}, quality {quality}, "
-                   f"{len(data)} bytes, {bpp:.4f} bpp")
+    \b
+      vqcodec compress photo.png photo.vq -q 6
+      vqcodec compress photo.png photo.vq --target-bpp 0.25    # the best quality that fits
+      vqcodec compress photo.png photo.vq --target-size 20000  # ... in 20000 bytes
+      cat photo.png | vqcodec compress - - > photo.vq          # "-": standard input / output
+      vqcodec compress a.png b.jpg pictures/ -o out/           # out/a.vq, out/b.vq, ...
+
+    With "-" as OUTPUT, every message goes to standard error. A batch goes on past a file that fails,
+    and exits with 1 if any did.
+    """
+    from .codec import load_codec
+
+    if target_bpp is not None and target_size is not None:
+        raise fail("--target-bpp and --target-size cannot be used together")
+    if quality is not None and (target_bpp is not None or target_size is not None):
+        raise fail(f"-q/--quality cannot be used with {'--target-bpp' if target_bpp is not None else '--target-size'}")
+    if target_bpp is not None and not target_bpp > 0:
+        raise fail(f"--target-bpp must be above 0, not {target_bpp:g}")
+    if target_size is not None and target_size < 1:
+        raise fail(f"--target-size must be at least 1 byte, not {target_size}")
+    options = {"metadata": metadata, "alpha": alpha, "max_pixels": _max_pixels(max_pixels)}
+
+    if output_dir is None:
+        src, dst = _two_paths(paths, "INPUT")
+        if dst != STDIO:
+            check_output(Path(dst), force)
+        else:
+            stdout_binary()
+        source = read_input(src) if src == STDIO else src
+        codec = load_codec(model, device)
+        if quality is not None:
+            codec.check_quality(quality)
+        quality, data, notes, header = _compress_one(codec, source, label(src), quality, target_bpp, target_size,
+                                                     options, quiet, lambda m: click.echo(m, err=True))
+        for note in notes:
+            click.echo(f"Note: {note}", err=True)
+        write_output(dst, data, force)
+        if not quiet:
+            bpp = 8 * len(data) / (header.width * header.height)
+            click.echo(f"{label(src)} -> {label(dst, output=True)}: {header.width}x{header.height}, "
+                       f"quality {quality}, {len(data)} bytes, {bpp:.4f} bpp", err=dst == STDIO)
+        return
+
+    _batch_folder(paths, output_dir)
+    codec = load_codec(model, device)  # once, for every file
+    if quality is not None:
+        codec.check_quality(quality)
+    inputs = _batch_inputs(paths, INPUT_IMAGE_EXTENSIONS, "images")
+    written: dict[Path, Path] = {}
+    total_bytes, bpps = 0, []
+    with _Batch(len(inputs), quiet) as batch:
+        for path, problem in inputs:
+            try:
+                if problem:
+                    raise fail(problem)
+                out = output_dir / f"{path.stem}.vq"
+                if out in written:
+                    raise fail(f"{out} is already the output of {written[out]}")
+                check_output(out, force)
+                _, data, notes, header = _compress_one(codec, read_input(str(path), named=False), str(path),
+                                                       quality, target_bpp, target_size, options, quiet, batch.say)
+                for note in notes:
+                    batch.say(f"Note: {path}: {note}")
+                write_atomically(out, lambda f: f.write(data), force)
+                written[out] = path
+                total_bytes += len(data)
+                bpps.append(8 * len(data) / (header.width * header.height))
+            except BATCH_ERRORS as e:
+                batch.failed(path, e)
+            batch.bar.update()
+        if not quiet or batch.failures:
+            mean = f"{sum(bpps) / len(bpps):.4f}" if bpps else "-"
+            batch.say(f"{len(bpps)} of {len(inputs)} files compressed into {output_dir}: {total_bytes} bytes, "
+                      f"mean {mean} bpp, {batch.failures} failed", err=False)
+    if batch.failures:
+        raise SystemExit(1)
+
+
+def _output_format(target: str, fmt: str | None) -> str:
+    """The Pillow format of an OUTPUT: --format, else its extension; PNG for standard output."""
+    if target == STDIO:
+        return OUTPUT_FORMATS[(fmt or "png").lower()][0]
+    from_extension = IMAGE_FORMATS.get(Path(target).suffix.lower())
+    if fmt is not None:
+        chosen = OUTPUT_FORMATS[fmt.lower()][0]
+        if from_extension is not None and from_extension != chosen:
+            raise fail(f"--format {fmt} does not match the extension of {target}")
+        return chosen
+    if from_extension is None:
+        raise fail(f"unknown image extension {Path(target).suffix!r} "
+                   f"(use one of {', '.join(sorted(IMAGE_FORMATS))}, or --format)")
+    return from_extension
+
+
+def image_bytes(image, fmt: str) -> bytes:
+    """A decoded image in a Pillow format, with its ICC profile, EXIF and XMP where the format holds them."""
+    from .images import save_image
+
+    buffer = io.BytesIO()
+    save_image(image, buffer, fmt)
+    return buffer.getvalue()
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("input", metavar="INPUT_VQ")
-@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("paths", nargs=-1, metavar="INPUT_VQ OUTPUT | INPUT_VQ... -o FOLDER")
+@click.option("-o", "--output-dir", type=click.Path(path_type=Path), default=None, metavar="FOLDER",
+              help="Decode every INPUT_VQ (.vq files, or folders: the .vq files in them) to FOLDER/<name>.png "
+                   "(or the --format's extension); FOLDER is created if missing.")
+@click.option("--format", "fmt", type=click.Choice(sorted(OUTPUT_FORMATS), case_sensitive=False), default=None,
+              help="Image format for standard output and for -o (default png), or for an OUTPUT whose extension "
+                   "names none.")
+@click.option("-q", "--quality", type=int, default=None,
+              help="Decode a lower quality than the file's, from the same file (default: the file's own).")
+@_max_pixels_option()
 @click.option("--model", default=None, help="Model name or folder (default: the shipped model the file names).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("-f", "--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
-@click.option("--quiet", is_flag=True, help="Print nothing on success.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
+@click.option("--quiet", is_flag=True, help="Print nothing on success (no progress bar either).")
 @library_errors
-def decompress(input, output, model, device, force, quiet):
-    """Decode the .vq file INPUT_VQ into the image OUTPUT (format from its extension, e.g. .png)."""
-    from . import read_info
-    from .codec import load_codec
+def decompress(paths, output_dir, fmt, quality, max_pixels, model, device, force, quiet):
+    """Decode a .vq file into an image (format from OUTPUT's extension, e.g. .png), or several into a folder.
 
-    fmt = IMAGE_FORMATS.get(output.suffix.lower())
-    if fmt is None:
-        raise fail(f"unknown image extension {output.suffix!r} (use one of {', '.join(sorted(IMAGE_FORMATS))})")
-    if output.exists() and not force:
-        raise fail(f"{output} already exists (use --force to overwrite)")
-    data = read_input(input)
-    header = read_info(data)
-    image = load_codec(model or header.model_name, device).decompress(data)
-    write_atomically(output, lambda f: image.save(f, format=fmt), force)
-    if not quiet:
-        click.echo(f"{input} -> {output}: {image.width}x{image.height} {image.mode}")
+    \b
+      vqcodec decompress photo.vq restored.png
+      vqcodec decompress photo.vq preview.png -q 4            # a lower quality, from the same file
+      vqcodec decompress photo.vq - | display                 # PNG on standard output
+      vqcodec decompress photo.vq - --format jpeg > photo.jpg
+      vqcodec decompress a.vq b.vq vqfiles/ -o out/ --format webp
+
+    With "-" as OUTPUT, every message goes to standard error. A batch goes on past a file that fails,
+    and exits with 1 if any did.
+    """
+    import vqcodec
+
+    limit = _max_pixels(max_pixels)
+
+    def decode(data: bytes):
+        return vqcodec.decompress(data, model=model, device=device, quality=quality, max_pixels=limit)
+
+    if output_dir is None:
+        src, dst = _two_paths(paths, "INPUT_VQ")
+        if dst != STDIO:
+            check_output(Path(dst), force)
+        else:
+            stdout_binary()
+        out_format = _output_format(dst, fmt)
+        image = decode(read_input(src))
+        write_output(dst, image_bytes(image, out_format), force)
+        if not quiet:
+            click.echo(f"{label(src)} -> {label(dst, output=True)}: {image.width}x{image.height} {image.mode}",
+                       err=dst == STDIO)
+        return
+
+    out_format, extension = OUTPUT_FORMATS[(fmt or "png").lower()]
+    _batch_folder(paths, output_dir)
+    inputs = _batch_inputs(paths, {".vq"}, ".vq files")
+    written: dict[Path, Path] = {}
+    total_pixels = 0
+    with _Batch(len(inputs), quiet) as batch:
+        for path, problem in inputs:
+            try:
+                if problem:
+                    raise fail(problem)
+                out = output_dir / f"{path.stem}{extension}"
+                if out in written:
+                    raise fail(f"{out} is already the output of {written[out]}")
+                check_output(out, force)
+                image = decode(read_input(str(path), named=False))
+                encoded = image_bytes(image, out_format)
+                write_atomically(out, lambda f: f.write(encoded), force)
+                written[out] = path
+                total_pixels += image.width * image.height
+            except BATCH_ERRORS as e:
+                batch.failed(path, e)
+            batch.bar.update()
+        if not quiet or batch.failures:
+            batch.say(f"{len(written)} of {len(inputs)} files decompressed into {output_dir}: "
+                      f"{total_pixels} pixels, {batch.failures} failed", err=False)
+    if batch.failures:
+        raise SystemExit(1)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -148,26 +492,36 @@ def decompress(input, output, model, device, force, quiet):
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 @library_errors
 def info(input, as_json):
-    """Show what a .vq file holds: model, size, quality, bytes, bits per pixel."""
+    """Show what a .vq file holds: model, size, quality, bytes, bits per pixel, stages (how many are whole
+    in the file: a cut-off file decodes at a lower quality), alpha, metadata (bytes of ICC, EXIF, XMP)."""
     from . import read_info
-    from .container import FORMAT_VERSION
+    from .container import FORMAT_VERSION, sections
+    from .images import unpack_metadata
 
     data = read_input(input)
     h = read_info(data)
+    try:
+        metadata = {k: len(v) for k, v in unpack_metadata(sections(data, h, 0).metadata).items()}
+    except ValueError:
+        metadata = {"corrupt": h.metadata_len}
     fields = {"file": input, "format_version": FORMAT_VERSION, "model": h.model_name, "model_hash": h.model_hash.hex(),
               "width": h.width, "height": h.height, "mode": h.mode, "quality": h.quality,
-              "bytes": len(data), "bpp": round(8 * len(data) / (h.width * h.height), 6)}
+              "bytes": len(data), "bpp": round(8 * len(data) / (h.width * h.height), 6),
+              "stages": h.stages, "complete_stages": h.complete_stages, "tiles": h.num_tiles,
+              "source_depth": h.depth, "alpha": h.alpha_len > 0, "metadata": metadata}
     if as_json:
         click.echo(json.dumps(fields))
     else:
+        fields["metadata"] = ", ".join(f"{k} ({n} bytes)" for k, n in metadata.items()) or "none"
         for k, v in fields.items():
-            click.echo(f"{k:>14}: {v}")
+            click.echo(f"{k:>15}: {v}")
 
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/train"),
-              show_default=True, help="Checkpoints and the exported model go here; a rerun resumes.")
+              show_default=True, help="Checkpoints (over 15 MiB: split into files NAME.part1ofN ... of at most "
+                                      "15 MiB) and the exported model go here; a rerun resumes.")
 @click.option("--name", default="vqf8-custom", show_default=True, help="Name of the exported model.")
 @click.option("--steps", type=int, default=6000, show_default=True, help="Autoencoder training steps (total; a rerun with more steps continues, ramping the learning rate up again over 200 steps).")
 @click.option("--prior-steps", type=int, default=1500, show_default=True, help="Prior steps (float, then 1/3 more quantisation-aware).")
@@ -180,14 +534,43 @@ def info(input, as_json):
 @click.option("--config", "config_json", default=None,
               help="JSON object overriding model config fields, e.g. '{\"num_stages\": 8}'. coarse_sizes "
                    "defaults to [32, 128] (the coarse quality levels below one full stage; [] for none).")
+@click.option("--time-limit", type=float, default=None, metavar="SECONDS",
+              help="Stop before SECONDS (counted from the start of training, after the imports), save a "
+                   "checkpoint and exit 0; the same command run again resumes.")
+@click.option("--autoencoder-only", is_flag=True,
+              help="Train (or resume) the autoencoder up to --steps, then stop: no prior, no export, no "
+                   "entropy coding (constriction is not needed).")
+@click.option("--slim-checkpoints", is_flag=True,
+              help="Leave the optimizer state out of autoencoder checkpoints (20 instead of 56 MiB with the "
+                   "default model); a resume from one starts Adam afresh, ramping the learning rate up again.")
+@click.option("--copy-checkpoints-to", type=click.Path(file_okay=False, path_type=Path), default=None,
+              metavar="DIR", help="Also write every checkpoint into DIR, e.g. $OUT on a device machine (there "
+                                  "it comes back even if the command is killed).")
+@click.option("--make-pack", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="PACK_DIR",
+              help="Train nothing: write random --prior-crop sized crops of DATA_DIR's images into PACK_DIR "
+                   "(JPEG quality 95, 4:4:4), --pack-size-mb in all. Train on it with PACK_DIR, or a folder "
+                   "of packs, as DATA_DIR.")
+@click.option("--pack-size-mb", type=float, default=20, show_default=True,
+              help="With --make-pack: the pack's size in MiB.")
+@click.option("--shard", type=int, default=0, show_default=True,
+              help="With --make-pack: the pack's number; each has other crops, the images in another order.")
 @library_errors
-def train(data_dir, out, name, steps, prior_steps, batch_size, crop, lr, prior_crops, prior_crop, device, config_json):
-    """Train a model on a folder of images (autoencoder, then prior), and export it to OUT/NAME."""
+def train(data_dir, out, name, steps, prior_steps, batch_size, crop, lr, prior_crops, prior_crop, device, config_json,
+          time_limit, autoencoder_only, slim_checkpoints, copy_checkpoints_to, make_pack, pack_size_mb, shard):
+    """Train a model on DATA_DIR, a folder of images or of crop packs (autoencoder, then prior), and export
+    it to OUT/NAME. With --make-pack, write a pack of crops of DATA_DIR's images instead."""
+    if make_pack is not None:
+        from .train import make_pack as write_pack
+
+        write_pack(data_dir, make_pack, pack_size_mb, shard=shard, crop=prior_crop, log=click.echo)
+        return
     from .training_cli import run_training
 
     run_training(data_dir=data_dir, out=out, name=name, steps=steps, prior_steps=prior_steps,
                  batch_size=batch_size, crop=crop, lr=lr, prior_crops=prior_crops, prior_crop=prior_crop,
-                 device=device, config_json=config_json, echo=click.echo)
+                 device=device, config_json=config_json, echo=click.echo, time_limit=time_limit,
+                 autoencoder_only=autoencoder_only, slim_checkpoints=slim_checkpoints,
+                 copy_checkpoints_to=copy_checkpoints_to)
 
 
 def _register_bench():

@@ -34,9 +34,11 @@ def export_model(codec_bytes: bytes, cfg: ModelConfig, report: dict, model_dir: 
 
 def run_training(data_dir: Path, out: Path, name: str, steps: int, prior_steps: int, batch_size: int,
                  crop: int, lr: float, prior_crops: int, device: str, config_json: str | None, echo=print,
-                 prior_crop: int = 256):
-    from .codec import VQCodec
-
+                 prior_crop: int = 256, time_limit: float | None = None, autoencoder_only: bool = False,
+                 slim_checkpoints: bool = False, copy_checkpoints_to: Path | None = None):
+    """Train and export; with time_limit (seconds from here), stop cleanly with checkpoints before it."""
+    t0 = time.time()
+    stop_at = None if time_limit is None else t0 + time_limit
     device = pick_device(device)
     overrides = json.loads(config_json) if config_json else {}
     if not isinstance(overrides, dict):
@@ -46,21 +48,34 @@ def run_training(data_dir: Path, out: Path, name: str, steps: int, prior_steps: 
     defaults["coarse_sizes"] = [n for n in DEFAULT_COARSE_SIZES if isinstance(k, int) and n < k]
     cfg = ModelConfig.from_dict({**defaults, **overrides, "name": name})
     out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
     images = load_images(data_dir, crop)
     echo(f"{len(images)} training images from {data_dir}; device {device}; config {cfg}")
-    ae = train_autoencoder(cfg, images, out, steps, batch_size=batch_size, crop=crop, lr=lr, device=device, log=echo)
+    ae = train_autoencoder(cfg, images, out, steps, batch_size=batch_size, crop=crop, lr=lr, device=device, log=echo,
+                           stop_at=stop_at, slim=slim_checkpoints, copy_to=copy_checkpoints_to)
+    if ae.steps_done < steps:
+        echo(f"time limit: stopped at autoencoder step {ae.steps_done} of {steps}, checkpoint saved; "
+             "run the same command again to resume")
+        return
+    if autoencoder_only:
+        echo(f"autoencoder trained to step {steps}; no prior and no export (--autoencoder-only)")
+        return
     indices_path = out / "indices.pt"
     if indices_path.exists():
         indices = torch.load(indices_path, weights_only=True)
     else:
         indices = collect_indices(ae, images, prior_crops, crop=prior_crop, device=device)
         torch.save(indices, indices_path)
-    prior, int_prior, report = train_prior(ae, indices, out, float_steps=prior_steps,
-                                           qat_steps=max(1, prior_steps // 3), device=device, log=echo)
+    trained = train_prior(ae, indices, out, float_steps=prior_steps, qat_steps=max(1, prior_steps // 3),
+                          device=device, log=echo, stop_at=stop_at, copy_to=copy_checkpoints_to)
+    if trained is None:
+        echo("time limit: stopped while training the prior, checkpoint saved; run the same command again to resume")
+        return
+    prior, int_prior, report = trained
     coarse_codes = None
     if cfg.coarse_sizes:
         coarse_codes = select_coarse_codes(ae, images, max(cfg.coarse_sizes), crop=crop, device=device).cpu()
+    from .codec import VQCodec  # needs constriction: imported only once the networks are trained
+
     weights = VQCodec.serialize(ae.cpu().eval(), int_prior, coarse_codes)
     report.update(autoencoder_steps=steps, prior_steps=prior_steps, batch_size=batch_size, crop=crop, lr=lr,
                   device=device, images=len(images), last_invocation_wall_time_s=round(time.time() - t0),
