@@ -15,6 +15,37 @@ import json
 import time
 
 
+def rdo_indices(coder, codebooks, z, stages: int, lam: float):
+    """z: (h, w, D) float latents -> indices (h, w, stages): each index minimises
+    ||residual - codebook[k]||^2 + lam * bits(k), bits under the exact (capped) integer prior, in the order
+    the decoder decodes (stage by stage, pass by pass), so every table is the one the decoder will see."""
+    import numpy as np
+    import torch
+
+    from vqcodec.entropy import cap_probabilities
+
+    prior = coder.prior
+    h, w, _ = z.shape
+    masks, known = coder._schedule(h, w)
+    residual = z.float().clone()                                              # (h, w, D)
+    prev = torch.zeros(prior.cfg.latent_dim, h, w, dtype=torch.int64)
+    out = torch.zeros(h, w, stages, dtype=torch.int64)
+    with torch.no_grad():
+        for s in range(stages):
+            cb = codebooks[s].float()                                         # (K, D)
+            current = torch.zeros(h, w, dtype=torch.int64)
+            for p in range(masks.shape[0]):
+                freqs = cap_probabilities(coder._tables(s, prev, prior.input_vectors(s, current), known[p], masks[p]))
+                bits = torch.from_numpy(np.log2(freqs.sum(1, keepdims=True)) - np.log2(freqs)).float()  # (N, K)
+                r = residual[masks[p]]                                        # (N, D)
+                dist = r.pow(2).sum(1, keepdim=True) - 2 * r @ cb.t() + cb.pow(2).sum(1)[None]
+                current[masks[p]] = (dist + lam * bits).argmin(1)
+            out[..., s] = current
+            residual -= cb[current]
+            prev = prev + prior.input_vectors(s, current)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/data/train")
@@ -30,7 +61,6 @@ def main() -> None:
     from compare_autoencoders import training_crops
     from vqcodec.bench.bdrate import bd_rate
     from vqcodec.codec import load_codec
-    from vqcodec.rdo import rdo_indices
 
     codec = load_codec(args.model)
     ae, cfg = codec.autoencoder, codec.cfg

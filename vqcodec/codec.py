@@ -176,9 +176,12 @@ class VQCodec:
             header = Header(self.model_name, self.model_hash, prep.image.width, prep.image.height, prep.mode,
                             quality, stages, self.cfg.downsampling, TILE, prep.depth)
             header.validate()
+            arr = to_rgb_array(prep.image)                       # (H, W, 3) uint8
+            prep.image = None                                    # only the array is needed from here on
             prepared.append(prep)
             headers.append(header)
-            arrays.append(pad_to_multiple(to_rgb_array(prep.image), self.cfg.downsampling))
+            # one tile: padded here and batched; larger: padded tile by tile (no second whole-image copy)
+            arrays.append(pad_to_multiple(arr, self.cfg.downsampling) if header.num_tiles == 1 else arr)
         indices: list[torch.Tensor] = [None] * len(arrays)  # type: ignore[list-item]
         with timer(timings, "network_s"):
             single = [i for i, h in enumerate(headers) if h.num_tiles == 1]
@@ -201,13 +204,15 @@ class VQCodec:
         return files
 
     def _encode_tiled(self, arr: np.ndarray, header: Header, stages: int, first_codes) -> torch.Tensor:
-        """(H, W, 3) padded uint8 -> indices (h, w, stages) on the CPU, one tile (with a margin) at a time."""
+        """(H, W, 3) uint8 -> indices (h, w, stages) on the CPU, one tile (with a margin) at a time. Each
+        piece is padded by edge replication as the whole image would be."""
         h, w = header.grid
         f = self.cfg.downsampling
         out = torch.zeros(h, w, stages, dtype=torch.int16)
         for y0, x0, y1, x1 in header.tiles:
             (a0, b0, a1, b1), (cy, cx) = _with_margin(y0, x0, y1, x1, h, w)
-            x = _to_input(arr[None, a0 * f:a1 * f, b0 * f:b1 * f], self.device)
+            piece = pad_to_multiple(arr[a0 * f:a1 * f, b0 * f:b1 * f], f)  # only the last row/column of tiles pads
+            x = _to_input(piece[None], self.device)
             idx = self.autoencoder.encode_indices(x, stages, first_codes)[0]             # (a1-a0, b1-b0, S)
             out[y0:y1, x0:x1] = idx[cy:cy + y1 - y0, cx:cx + x1 - x0].cpu().to(torch.int16)
         return out
@@ -257,14 +262,15 @@ class VQCodec:
         """indices (h, w, q) -> the image, one tile (with a margin the decoder's field of view needs) at a time."""
         h, w = header.grid
         f = self.cfg.downsampling
-        out = np.zeros((header.height, header.width, 3), dtype=np.uint8)
+        out = Image.new(header.mode, (header.width, header.height))  # pasted into tile by tile: no second copy
         for y0, x0, y1, x1 in header.tiles:
             (a0, b0, a1, b1), (cy, cx) = _with_margin(y0, x0, y1, x1, h, w)
             x = self.autoencoder.decode_indices(indices[None, a0:a1, b0:b1].to(self.device).long())
             tile = _to_pixels(x)[0][cy * f:(cy + y1 - y0) * f, cx * f:(cx + x1 - x0) * f]   # (th*f, tw*f, 3)
             py, px = y0 * f, x0 * f
-            out[py:py + tile.shape[0], px:px + tile.shape[1]] = tile[:header.height - py, :header.width - px]
-        return from_rgb_array(out, header.width, header.height, header.mode)
+            tile = tile[:header.height - py, :header.width - px]
+            out.paste(from_rgb_array(tile, tile.shape[1], tile.shape[0], header.mode), (px, py))
+        return out
 
     def read_header(self, data: bytes) -> Header:
         """The file's checked header; ModelMismatchError if this model did not make it."""

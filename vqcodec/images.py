@@ -264,8 +264,8 @@ def save_image(im: Image.Image, fp, fmt: str) -> None:
 
 # --- pixels ------------------------------------------------------------------------------------
 def to_rgb_array(im: Image.Image) -> np.ndarray:
-    """RGB or L image -> (H, W, 3) uint8."""
-    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    """RGB or L image -> (H, W, 3) uint8 (an RGB image is read without an intermediate converted copy)."""
+    return np.asarray(im if im.mode == "RGB" else im.convert("RGB"), dtype=np.uint8)
 
 
 def pad_to_multiple(arr: np.ndarray, factor: int) -> np.ndarray:
