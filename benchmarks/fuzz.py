@@ -25,8 +25,9 @@ parse of the mutated bytes), so that they reach the checks behind the CRCs. A ca
 
 - refused: a ValueError (FormatError, TruncatedError, ModelMismatchError and ImageError are ValueErrors);
 - decoded: an image came back (its size must be the header's, its mode RGB, L, RGBA or LA, else BAD);
-- BAD: any other exception (MemoryError included), a decode over --time-limit-per-case, or, with
-  --memory-limit, a worker that died.
+- BAD: any other exception (MemoryError included), the ValueError("not enough memory to ...") that vqcodec
+  makes of an allocation failure (the case needed more memory than there was), a decode over
+  --time-limit-per-case, or, with --memory-limit, a worker that died.
 
 Case k of a run with --seed S has the seed S * 10**7 + k; `--replay SEED` runs one case again and prints its
 mutations and traceback. With --memory-limit MB, cases run in a forked worker process under
@@ -69,10 +70,10 @@ from vqcodec.container import MAGIC  # noqa: E402
 
 SEED_STRIDE = 10 ** 7            # case k of --seed S: S * SEED_STRIDE + k
 FIXED_SIZE = struct.calcsize("<IIBBBBBH")   # width, height, mode, depth, quality, stages, log2 f, tile: 15 bytes
-MAX_CASE_BYTES = 64 << 10        # mutations that grow a file stop here (decode work is linear in the file)
+MAX_CASE_BYTES = 16 << 10        # mutations that grow a file stop here: 2.4 x the largest corpus file
 KODAK = ROOT / "benchmarks" / "kodak" / "kodim23.png"
-# The tiny model: the brief's configuration plus two coarse levels, so the coarse alphabets
-# (quality 1 and 2) are fuzzed too. Qualities 1..5: 4 codes, 8 codes, 1, 2, 3 full stages.
+# The tiny model of issue 9 (channels 8/16, latent 4, 16 codes, 3 stages) plus two coarse levels, so that
+# the coarse alphabets are fuzzed too. Qualities 1..5: stage 0 limited to 4 or 8 codes, then 1, 2, 3 full stages.
 TINY_CONFIG = dict(name="tiny-fuzz", channels=(8, 16), latent_dim=4, codebook_size=16, num_stages=3,
                    prior_hidden=8, coarse_sizes=(4, 8))
 INTERESTING_U32 = [0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 63, 64, 65, 127, 128, 129, 255, 256, 511, 512, 513, 1023,
@@ -574,31 +575,32 @@ def m_streams(rng, data, ctx):
     if parts is None or not parts.streams:
         raise Skip
     S, T = len(parts.streams), len(parts.streams[0])
-    kind = rng.randrange(6)
     s, t = rng.randrange(S), rng.randrange(T)
-    if kind == 0 and T > 1:
-        u = rng.randrange(T)
+    kinds = ["grow", "zero"] + (["shrink"] if len(parts.streams[s][t]) > 4 else []) + \
+        (["swap-tiles"] if T > 1 else []) + (["swap-stages", "move-stage"] if S > 1 else [])
+    kind = rng.choice(kinds)
+    if kind == "swap-tiles":
+        u = rng.choice([x for x in range(T) if x != t])
         parts.streams[s][t], parts.streams[s][u] = parts.streams[s][u], parts.streams[s][t]
         what = f"swap-tiles s{s} t{t}<->t{u}"
-    elif kind == 1 and S > 1:
-        r = rng.randrange(S)
+    elif kind == "swap-stages":
+        r = rng.choice([x for x in range(S) if x != s])
         parts.streams[s][t], parts.streams[r][t] = parts.streams[r][t], parts.streams[s][t]
         what = f"swap-stages t{t} s{s}<->s{r}"
-    elif kind == 2:
+    elif kind == "grow":
         n = rng.choice([1, 1, 2, 8])
         parts.streams[s][t] += _random_bytes(rng, 4 * n)
         what = f"grow s{s}t{t}+{n}w"
-    elif kind == 3 and len(parts.streams[s][t]) > 4:
+    elif kind == "shrink":
         n = rng.randint(1, len(parts.streams[s][t]) // 4 - 1)
         parts.streams[s][t] = parts.streams[s][t][:-4 * n] if rng.random() < 0.5 else parts.streams[s][t][4 * n:]
         what = f"shrink s{s}t{t}-{n}w"
-    elif kind == 4:
+    elif kind == "zero":
         parts.streams[s][t] = bytes(4 * rng.choice([1, 2, 3]))
         what = f"zero s{s}t{t}"
     else:
-        r = rng.randrange(S)
-        row = parts.streams.pop(s)
-        parts.streams.insert(r, row)
+        r = rng.choice([x for x in range(S) if x != s])
+        parts.streams.insert(r, parts.streams.pop(s))
         what = f"move-stage {s}->{r}"
     return parts.build(), f"streams:{what}"
 
@@ -615,7 +617,7 @@ def m_reshape(rng, data, ctx):
     for t, size in enumerate(old_sizes):
         by_size[size].append(t)
     what = []
-    for key in rng.sample(["width", "height", "tile", "stages"], rng.choice([1, 1, 2])):
+    for key in rng.sample(["width", "height", "tile", "stages"], rng.choice([1, 1, 1, 2, 2, 3])):
         if key in ("width", "height"):
             v = rng.choice([1, 2, 7, 8, 9, 63, 64, 65, 200, 513, 1024, 4096, 11585, 16384, 65535,
                             f[key] * 2, f[key] * 4, f[key] + 1, max(1, f[key] - 1), rng.randrange(1, 3000)])
@@ -650,6 +652,34 @@ def m_reshape(rng, data, ctx):
         streams.append(row)
     parts.streams = streams
     return parts.build(), f"reshape:{','.join(what)}:filler{filler}:{len(sizes)}tiles"
+
+
+def m_claim(rng, data, ctx):
+    """A large image claimed with the least payload the format allows: a big size, a big tile side, and every
+    stream exactly min_stream_words long (zeros, random, or the first word repeated). The bomb with a table."""
+    parts = ctx.parts(data)
+    if parts is None or not parts.streams:
+        raise Skip
+    f = parts.fields
+    f["width"] = rng.choice([1024, 2048, 4096, 4097, 8192, 11585, 16384])
+    f["height"] = rng.choice([1024, 2048, 4096, 4097, 8192, 11585, 16384])
+    f["tile"] = rng.choice([128, 256, 512, 512])
+    sizes = parts.grid_tiles()
+    filler = rng.randrange(3)
+    streams, total = [], 0
+    for _ in parts.streams:
+        row = []
+        for size in sizes:
+            n = container.min_stream_words(size)
+            stream = bytes(4 * n) if filler == 0 else _random_bytes(rng, 4 * n) if filler == 1 else \
+                parts.streams[0][0][:4] * n
+            total += len(stream) + 5
+            if total > MAX_CASE_BYTES:
+                raise Skip
+            row.append(stream)
+        streams.append(row)
+    parts.streams = streams
+    return parts.build(), f"claim:{f['width']}x{f['height']},tile={f['tile']}:filler{filler}:{len(sizes)}tiles"
 
 
 def _png(arr: np.ndarray) -> bytes:
@@ -787,7 +817,7 @@ MUTATIONS = [
     (m_bitflip, 10, 0.6), (m_byteset, 8, 0.6), (m_truncate, 6, 0.3), (m_insert, 4, 0.5), (m_delete, 4, 0.5),
     (m_duplicate, 3, 0.5), (m_append, 2, 0.5), (m_splice, 4, 0.5), (m_foreign, 1, 0.0),
     (m_field, 10, 1.0), (m_name, 3, 1.0), (m_varint, 7, 1.0), (m_payload, 10, 1.0), (m_streams, 7, 1.0),
-    (m_reshape, 6, 1.0), (m_alpha, 5, 1.0), (m_metadata, 5, 1.0), (m_flags, 3, 1.0),
+    (m_reshape, 6, 1.0), (m_claim, 1, 1.0), (m_alpha, 5, 1.0), (m_metadata, 5, 1.0), (m_flags, 3, 1.0),
 ]
 
 
@@ -890,8 +920,13 @@ def run_case(codec, case: Case, time_limit: float) -> dict:
         signal.setitimer(signal.ITIMER_REAL, 0)
         if isinstance(e, (KeyboardInterrupt, SystemExit)):
             raise
+        message = str(e).splitlines()[0] if str(e) else ""
         ok = isinstance(e, ValueError) and not isinstance(e, MemoryError)
-        result.update(outcome="refused" if ok else "bad", type=type(e).__name__, message=str(e).splitlines()[0] if str(e) else "")
+        # vqcodec turns allocation failures into ValueError("not enough memory to ..."): a clean message, but
+        # the case went over the memory there is (or --memory-limit), which is what the fuzzer looks for
+        out_of_memory = ok and message.startswith("not enough memory")
+        kind = "OutOfMemory" if out_of_memory else type(e).__name__
+        result.update(outcome="refused" if ok and not out_of_memory else "bad", type=kind, message=message)
         if not ok:
             result["traceback"] = traceback.format_exc(limit=-6)
     finally:
@@ -907,10 +942,21 @@ def maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux
 
 
+def measured_case(codec, case: Case, time_limit: float) -> dict:
+    """run_case, with the process's peak RSS after it and how much this case raised it."""
+    before = maxrss_mb()
+    result = run_case(codec, case, time_limit)
+    result["maxrss_mb"] = maxrss_mb()
+    result["rss_growth_mb"] = result["maxrss_mb"] - before
+    return result
+
+
 def _worker(conn, codec, corpus, time_limit: float, memory_mb: int | None) -> None:
     if memory_mb:
         limit = memory_mb << 20
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    for f in corpus:   # warm up, so that a case's RSS growth is its own
+        codec.decompress(f.data)
     while True:
         try:
             seed = conn.recv()
@@ -918,9 +964,7 @@ def _worker(conn, codec, corpus, time_limit: float, memory_mb: int | None) -> No
             return
         if seed is None:
             return
-        result = run_case(codec, make_case(seed, corpus), time_limit)
-        result["maxrss_mb"] = maxrss_mb()
-        conn.send(result)
+        conn.send(measured_case(codec, make_case(seed, corpus), time_limit))
 
 
 class WorkerPool:
@@ -988,7 +1032,6 @@ class WorkerPool:
 
 # --- a run and its summary --------------------------------------------------------------------------------
 def environment() -> dict:
-    import constriction  # noqa: F401
     import PIL
     import torch
     from importlib.metadata import version
@@ -1007,7 +1050,8 @@ def fuzz(codec, corpus, cases: int, seed: int = 0, time_limit: float = 2.0, memo
     by_mutation = defaultdict(Counter)
     bad, slowest = [], []
     pool = WorkerPool(codec, corpus, time_limit, memory_mb) if memory_mb else None
-    rss_before = max_seen = maxrss_mb()
+    rss_before = maxrss_mb()
+    peak = rss_before if pool is None else 0.0     # with workers: theirs
     growth = None
     start = time.perf_counter()
     total_case_s = 0.0
@@ -1015,23 +1059,21 @@ def fuzz(codec, corpus, cases: int, seed: int = 0, time_limit: float = 2.0, memo
         for k in range(cases):
             case_seed = seed * SEED_STRIDE + k
             if pool is None:
-                r = run_case(codec, make_case(case_seed, corpus), time_limit)
-                r["maxrss_mb"] = maxrss_mb()
+                r = measured_case(codec, make_case(case_seed, corpus), time_limit)
             else:
                 r = pool.run(case_seed, lambda: make_case(case_seed, corpus).description)
-            if "maxrss_mb" in r:   # the high-water mark: which case raised it most
-                jump = r["maxrss_mb"] - max_seen
-                if jump > 0 and (growth is None or jump > growth["grew_mb"]):
-                    growth = {"seed": r["seed"], "mutation": r["mutation"], "grew_mb": round(jump, 1),
+            if "maxrss_mb" in r:
+                peak = max(peak, r["maxrss_mb"])
+                if r["rss_growth_mb"] > 0 and (growth is None or r["rss_growth_mb"] > growth["grew_mb"]):
+                    growth = {"seed": r["seed"], "mutation": r["mutation"], "grew_mb": round(r["rss_growth_mb"], 1),
                               "to_mb": round(r["maxrss_mb"], 1)}
-                max_seen = max(max_seen, r["maxrss_mb"])
             total_case_s += r["seconds"]
             outcomes[r["outcome"]] += 1
             if r["type"]:
                 types[r["type"]] += 1
                 messages[f"{r['type']}: {message_prefix(r['message'])}"] += 1
             for step in r["mutation"].split(": ", 1)[1].split(" | "):
-                kind = re.split(r"[@:=\[+]", step, 1)[0] if step else "none"
+                kind = re.match(r"[a-z]*", step).group() or "none"
                 by_mutation[kind][r["outcome"]] += 1
             if r["outcome"] == "bad":
                 bad.append({k2: r[k2] for k2 in ("seed", "mutation", "type", "message", "seconds", "traceback")
@@ -1046,7 +1088,6 @@ def fuzz(codec, corpus, cases: int, seed: int = 0, time_limit: float = 2.0, memo
         if pool is not None:
             pool.close()
     wall = time.perf_counter() - start
-    peak = max(max_seen, pool.children_maxrss_mb if pool else 0.0)
     return {
         "cases": cases, "seed": seed, "model": model, "time_limit_s": time_limit, "memory_limit_mb": memory_mb,
         "mode": "forked worker, RLIMIT_AS" if memory_mb else "in-process",
@@ -1057,9 +1098,10 @@ def fuzz(codec, corpus, cases: int, seed: int = 0, time_limit: float = 2.0, memo
         "by_mutation": {k: dict(v) for k, v in sorted(by_mutation.items())},
         "slowest": slowest,
         "peak_rss_mb": round(peak, 1),
-        "rss_before_cases_mb": round(rss_before, 1),
+        "rss_before_cases_mb": round(rss_before, 1),     # this process, after building the corpus
         "largest_rss_growth": growth,
         "worker_restarts": pool.restarts if pool else 0,
+        "workers_exit_maxrss_mb": round(pool.children_maxrss_mb, 1) if pool else None,   # incl. warm-up and exit
         "bad": bad,
         "corpus": [{"name": f.name, "bytes": len(f.data)} for f in corpus],
         "env": environment(),
@@ -1067,10 +1109,45 @@ def fuzz(codec, corpus, cases: int, seed: int = 0, time_limit: float = 2.0, memo
 
 
 def bomb_44() -> bytes:
-    """A header that claims 16384 x 16384 (one stage, tile 128), valid CRC, and nothing else: 43 bytes with
-    the 7-letter name vqf8-v3, one byte per extra letter (the brief's "44-byte bomb")."""
-    head = (MAGIC + bytes([2, 0, 7]) + b"vqf8-v3" + bytes(8) + struct.pack("<IIBBBBBH", 16384, 16384, 0, 8, 3, 1, 3, 128))
+    """The "44-byte bomb" of issue 9: a header that claims 16384 x 16384 (one stage, tile 128) with a valid CRC
+    and nothing after it: 41 bytes with the 7-letter name vqf8-v3, as in tests/test_format.py."""
+    head = MAGIC + bytes([2, 0, 7]) + b"vqf8-v3" + bytes(8) + struct.pack("<IIBBBBBH", 16384, 16384, 0, 8, 3, 1, 3, 128)
     return head + struct.pack("<I", zlib.crc32(head))
+
+
+def bomb_claim(codec, side: int = 4096, tile: int = 512) -> bytes:
+    """A side x side image of one full stage for `codec`'s model, in tiles of `tile` positions, every stream
+    exactly min_stream_words long and all zeros, every CRC valid: the least payload the format lets claim it."""
+    quality = len(codec.cfg.coarse_sizes) + 1
+    parts = Parts.of(codec.compress(Image.new("RGB", (8, 8)), quality))
+    parts.fields.update(width=side, height=side, tile=tile)
+    parts.streams = [[bytes(4 * container.min_stream_words(n)) for n in parts.grid_tiles()]]
+    return parts.build()
+
+
+def run_bombs(codec) -> list[dict]:
+    """Time the bombs in this process: (name, bytes, outcome, seconds, peak RSS before and after)."""
+    import vqcodec
+    out = []
+    for name, data, decode in (
+            ("the 44-byte bomb: a 16384 x 16384 header, no table, no payload (vqcodec.decompress)", bomb_44(),
+             lambda d: vqcodec.decompress(d)),
+            (f"minimal claim: 4096 x 4096, tile 512, 1 stage, zero streams ({codec.model_name})", bomb_claim(codec),
+             lambda d: codec.decompress(d)),
+            (f"minimal claim: 4096 x 4096, tile 128, 1 stage, zero streams ({codec.model_name})",
+             bomb_claim(codec, 4096, 128), lambda d: codec.decompress(d))):
+        before = maxrss_mb()
+        t = time.perf_counter()
+        try:
+            decode(data)
+            what = "decoded (!)"
+        except ValueError as e:
+            what = f"{type(e).__name__}: {e}"
+        out.append({"bomb": name, "bytes": len(data), "result": what, "seconds": round(time.perf_counter() - t, 6),
+                    "maxrss_before_mb": round(before, 1), "maxrss_after_mb": round(maxrss_mb(), 1)})
+        print(f"{name}: {len(data)} bytes -> {what} in {out[-1]['seconds'] * 1000:.3f} ms; "
+              f"peak RSS {before:.1f} -> {maxrss_mb():.1f} MB", flush=True)
+    return out
 
 
 def print_summary(s: dict) -> None:
@@ -1084,7 +1161,8 @@ def print_summary(s: dict) -> None:
     print("slowest:")
     for x in s["slowest"]:
         print(f"  {x['seconds']:.3f} s  seed {x['seed']}  {x['outcome']} {x['type']}  {x['mutation']}")
-    print(f"peak RSS: {s['peak_rss_mb']} MB (before the cases: {s['rss_before_cases_mb']} MB); "
+    print(f"peak RSS: {s['peak_rss_mb']} MB{' (workers)' if s['memory_limit_mb'] else ''} "
+          f"(the main process before the cases: {s['rss_before_cases_mb']} MB); "
           f"largest growth: {s['largest_rss_growth']}")
     if s["bad"]:
         print(f"BAD cases ({len(s['bad'])}):")
@@ -1120,21 +1198,16 @@ def main(argv=None) -> int:
     ap.add_argument("--replay", type=int, default=None, metavar="SEED", help="run one case again, verbosely")
     ap.add_argument("--write-case", default=None, metavar="PATH", help="with --replay: save the mutated bytes")
     ap.add_argument("--progress", type=int, default=0, metavar="N", help="a line on stderr every N cases")
-    ap.add_argument("--bomb", action="store_true", help="time the 16384 x 16384 header-only bomb and exit")
+    ap.add_argument("--bomb", action="store_true", help="time the 44-byte bomb and two minimal-payload claims, "
+                    "in this process, and exit")
     args = ap.parse_args(argv)
 
     codec = build_codec(args.model)
     if args.bomb:
-        import vqcodec
-        data = bomb_44()
-        t = time.perf_counter()
-        try:
-            vqcodec.decompress(data)
-            what = "decoded (!)"
-        except ValueError as e:
-            what = f"{type(e).__name__}: {e}"
-        print(f"{len(data)}-byte bomb: {what} in {1000 * (time.perf_counter() - t):.3f} ms, "
-              f"peak RSS {maxrss_mb():.1f} MB")
+        bombs = run_bombs(codec)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"model": args.model, "bombs": bombs, "env": environment()},
+                                                  indent=1) + "\n")
         return 0
     corpus = build_corpus(codec, args.model)
     if args.replay is not None:

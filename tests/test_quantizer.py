@@ -1,3 +1,5 @@
+import numpy as np
+import pytest
 import torch
 
 from vqcodec.autoencoder import VQAutoencoder
@@ -47,3 +49,37 @@ def test_autoencoder_shapes_and_quantizer_dropout():
     idx = model.encode_indices(x, 2)
     assert idx.shape == (2, 4, 3, 2)
     assert model.decode_indices(idx).shape == x.shape
+
+
+def test_hybrid_transform_starts_as_its_linear_block_transform():
+    """klt-hybrid: at init the latent is basis (x - mean) per 8x8 block and the decoder its transpose."""
+    import torch.nn.functional as F
+
+    from vqcodec.autoencoder import VQAutoencoder
+    from vqcodec.config import ModelConfig
+
+    cfg = ModelConfig(name="t", channels=(8, 16), latent_dim=6, codebook_size=16, num_stages=2, transform="klt-hybrid")
+    ae = VQAutoencoder(cfg)
+    basis = torch.linalg.qr(torch.randn(48, 48))[0][:6]                          # (6, 48) orthonormal rows
+    mean = torch.tensor([0.2, 0.5, 0.7])
+    ae.set_linear_transform(basis, mean)
+    x = torch.rand(2, 3, 16, 12)
+    blocks = F.unfold(x - mean.view(1, 3, 1, 1), 4, stride=4)                    # (2, 48, 12)
+    z = ae.encoder(x)
+    assert torch.allclose(z.flatten(2), basis @ blocks, atol=1e-5)
+    back = F.fold(basis.t() @ (basis @ blocks), (16, 12), 4, stride=4) + mean.view(1, 3, 1, 1)
+    assert torch.allclose(ae.decoder(z), back, atol=1e-5)
+
+
+def test_fit_klt_gives_orthonormal_components_strongest_first():
+
+    from vqcodec.train import fit_klt
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:64, 0:64]
+    images = [np.clip(np.stack([x * 3, y * 2, x + y], -1) + rng.normal(0, 20, (64, 64, 3)), 0, 255)
+                  .astype(np.uint8) for _ in range(4)]  # (H, W, 3) uint8, as load_training_image gives
+    basis, mean = fit_klt(images, 4, 10, crops=64, crop=32)
+    assert basis.shape == (10, 48) and mean.shape == (3,)
+    assert torch.allclose(basis @ basis.t(), torch.eye(10), atol=1e-4)
+    assert (basis[0] > 0).all()  # the strongest component of smooth images: the block's mean brightness

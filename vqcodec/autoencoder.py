@@ -50,13 +50,57 @@ class Decoder(nn.Module):
         return self.net(z) + 0.5
 
 
+class HybridEncoder(nn.Module):
+    """A linear block transform (f x f x 3 pixels -> D values; the KLT at init) + the conv encoder as a branch
+    whose last layer starts at zero: at init the latent is exactly the KLT's first D coefficients."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        f = cfg.downsampling
+        self.linear = nn.Conv2d(3, cfg.latent_dim, f, stride=f)
+        self.branch = Encoder(cfg)
+        nn.init.zeros_(self.branch.net[-1].weight)
+        nn.init.zeros_(self.branch.net[-1].bias)
+
+    def forward(self, x):  # (B, 3, H, W) in [0, 1] -> (B, D, H/f, W/f)
+        return self.linear(x) + self.branch(x)
+
+
+class HybridDecoder(nn.Module):
+    """The linear synthesis (the KLT's basis at init) + the conv decoder as a branch that starts at zero."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        f = cfg.downsampling
+        self.linear = nn.ConvTranspose2d(cfg.latent_dim, 3, f, stride=f)
+        self.branch = Decoder(cfg)
+        last = [m for m in self.branch.net if isinstance(m, nn.Conv2d)][-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def forward(self, z):  # (B, D, h, w) -> (B, 3, h*f, w*f)
+        return self.linear(z) + self.branch(z) - 0.5  # the branch adds 0.5 (a conv decoder's mid-grey)
+
+
 class VQAutoencoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.encoder = Encoder(cfg)
+        hybrid = cfg.transform == "klt-hybrid"
+        self.encoder = HybridEncoder(cfg) if hybrid else Encoder(cfg)
         self.rvq = ResidualVQ(cfg.num_stages, cfg.codebook_size, cfg.latent_dim)
-        self.decoder = Decoder(cfg)
+        self.decoder = HybridDecoder(cfg) if hybrid else Decoder(cfg)
+
+    @torch.no_grad()
+    def set_linear_transform(self, basis: torch.Tensor, mean: torch.Tensor) -> None:
+        """basis: (D, 3*f*f) orthonormal rows over blocks flattened as (channel, row, column); mean: (3,)
+        per-channel pixel mean. The hybrid's linear paths become z = basis (x - mean), x = basis^T z + mean."""
+        f, d = self.cfg.downsampling, self.cfg.latent_dim
+        w = basis.reshape(d, 3, f, f).float()
+        self.encoder.linear.weight.copy_(w)
+        self.encoder.linear.bias.copy_(-(w * mean.float().view(1, 3, 1, 1)).sum((1, 2, 3)))
+        self.decoder.linear.weight.copy_(w)
+        self.decoder.linear.bias.copy_(mean.float())
 
     @staticmethod
     def _flatten(z):  # (B, D, h, w) -> (B*h*w, D)

@@ -15,8 +15,14 @@ class ModelConfig:
     prior_hidden: int = 64                      # width of each stage's integer prior network
     prior_passes: int = 4                       # spatial decoding passes per stage (2x2 schedule)
     coarse_sizes: tuple[int, ...] = ()          # extra lowest levels: stage 0 limited to its first n coarse codes
+    transform: str = "conv"                     # "conv", or "klt-hybrid": a linear block transform (KLT at
+                                                # init) plus the conv networks as branches that start at zero
 
     def __post_init__(self):
+        if self.transform not in ("conv", "klt-hybrid"):
+            raise ValueError(f"transform must be conv or klt-hybrid, not {self.transform!r}")
+        if not 2 <= self.codebook_size <= 1 << 15:
+            raise ValueError(f"codebook_size must be from 2 to {1 << 15}")
         sizes = self.coarse_sizes
         if any(not 2 <= n < self.codebook_size for n in sizes) or list(sizes) != sorted(set(sizes)):
             raise ValueError(f"coarse_sizes must rise strictly, each from 2 to {self.codebook_size - 1}: {sizes}")

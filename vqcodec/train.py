@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
@@ -144,7 +145,23 @@ def complete_checkpoints(path: Path) -> list[list[Path]]:
 
 def autoencoder_fields(cfg: ModelConfig) -> tuple:
     """The config fields the autoencoder's weights depend on (name and prior fields may change on resume)."""
-    return cfg.channels, cfg.latent_dim, cfg.codebook_size, cfg.num_stages
+    return cfg.channels, cfg.latent_dim, cfg.codebook_size, cfg.num_stages, cfg.transform
+
+
+@torch.no_grad()
+def fit_klt(images, f: int, d: int, crops: int = 3200, crop: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The KLT (PCA) of f x f x 3 pixel blocks of random training crops -> (basis (d, 3*f*f), mean (3,)).
+
+    Blocks are flattened as (channel, row, column), the layout of a conv weight; the mean is per channel."""
+    x = CropSampler(images, crop, seed=seed).batch(crops)                    # (N, 3, crop, crop) in [0, 1]
+    mean = x.mean((0, 2, 3))
+    blocks = F.unfold(x - mean.view(1, 3, 1, 1), f, stride=f)                # (N, 3*f*f, L)
+    blocks = blocks.permute(0, 2, 1).reshape(-1, blocks.shape[1]).double()   # (N*L, 3*f*f)
+    cov = blocks.t() @ blocks / len(blocks)
+    values, vectors = torch.linalg.eigh(cov)                                 # ascending
+    basis = vectors.flip(1)[:, :d].t().contiguous()                          # (d, 3*f*f), strongest first
+    basis *= torch.where(basis.sum(1, keepdim=True) < 0, -1.0, 1.0)          # a fixed sign: rows sum >= 0
+    return basis.float(), mean.float()
 
 
 def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, steps: int, batch_size: int = 8,
@@ -171,6 +188,10 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, steps: int, batch
         start = ck["step"]
         fresh_adam = "" if "optimizer" in ck else " (no optimizer state: fresh Adam)"
         log(f"resumed autoencoder from step {start}{fresh_adam}")
+    elif cfg.transform == "klt-hybrid":
+        basis, mean = fit_klt(images, cfg.downsampling, cfg.latent_dim)
+        model.set_linear_transform(basis.to(device), mean.to(device))
+        log(f"linear transform: the KLT of {cfg.downsampling}x{cfg.downsampling}x3 blocks, first {cfg.latent_dim} components")
     sampler = CropSampler(images, crop, seed=start)
     gen = torch.Generator().manual_seed(start)
     use_amp = device.startswith("cuda")
