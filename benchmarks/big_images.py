@@ -24,7 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_image(megapixels: float, path: Path) -> tuple[int, int]:
-    import numpy as np
     from PIL import Image
 
     tiles = [Image.open(p).convert("RGB").resize((768, 512)) for p in sorted((ROOT / "benchmarks" / "kodak").glob("*.png"))]

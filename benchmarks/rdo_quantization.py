@@ -55,7 +55,6 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/rdo_quantization.json")
     args = ap.parse_args()
 
-    import numpy as np
     import torch
 
     from compare_autoencoders import training_crops

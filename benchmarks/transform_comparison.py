@@ -44,8 +44,6 @@ def train_arm(arm: str, minutes: float, run_dir: Path, data: str) -> None:
 
 
 def evaluate_arm(arm: str, run_dir: Path, crops) -> dict:
-    import math
-
     import torch
 
     from vqcodec.autoencoder import VQAutoencoder

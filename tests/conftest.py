@@ -65,3 +65,17 @@ def photo_like() -> Image.Image:
     arr = np.stack([x * 6, y * 8, (x + y) * 3], -1) + rng.normal(0, 8, (29, 37, 3))
     arr[10:20, 5:15] = [250, 30, 30]
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+
+
+@pytest.fixture
+def run():
+    """The vqcodec command in-process (click's CliRunner): run("compress", a, b, "-q", 1) -> Result."""
+    from click.testing import CliRunner
+
+    from vqcodec.cli import cli
+
+    runner = CliRunner()
+
+    def invoke(*args, input=None):
+        return runner.invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
+    return invoke

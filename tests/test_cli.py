@@ -2,19 +2,9 @@
 import json
 
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
 from vqcodec.cli import cli
-
-
-@pytest.fixture
-def run():
-    runner = CliRunner()
-
-    def invoke(*args, input=None):
-        return runner.invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
-    return invoke
 
 
 @pytest.fixture

@@ -10,20 +10,9 @@ import stat
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
 import vqcodec
-from vqcodec.cli import cli
-
-
-@pytest.fixture
-def run():
-    runner = CliRunner()
-
-    def invoke(*args, input=None):
-        return runner.invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
-    return invoke
 
 
 @pytest.fixture

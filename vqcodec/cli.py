@@ -225,6 +225,13 @@ class _Batch:
         self.bar = tqdm(total=total, unit="file", file=sys.stderr, dynamic_ncols=True, leave=False,
                         disable=quiet or total < 2 or not sys.stderr.isatty())
         self.failures = 0
+        self.written: dict[Path, Path] = {}   # output -> the input that made it
+
+    def claim(self, out: Path, source: Path, force: bool) -> None:
+        """Refuse an output that another input of the batch already wrote, or that may not be written."""
+        if out in self.written:
+            raise fail(f"{out} is already the output of {self.written[out]}")
+        check_output(out, force)
 
     def say(self, message: str, err: bool = True) -> None:
         from tqdm import tqdm
@@ -353,7 +360,6 @@ def compress(paths, output_dir, quality, target_bpp, target_size, metadata, alph
     if quality is not None:
         codec.check_quality(quality)
     inputs = _batch_inputs(paths, INPUT_IMAGE_EXTENSIONS, "images")
-    written: dict[Path, Path] = {}
     total_bytes, bpps = 0, []
     with _Batch(len(inputs), quiet) as batch:
         for path, problem in inputs:
@@ -361,15 +367,13 @@ def compress(paths, output_dir, quality, target_bpp, target_size, metadata, alph
                 if problem:
                     raise fail(problem)
                 out = output_dir / f"{path.stem}.vq"
-                if out in written:
-                    raise fail(f"{out} is already the output of {written[out]}")
-                check_output(out, force)
+                batch.claim(out, path, force)
                 _, data, notes, header = _compress_one(codec, read_input(str(path), named=False), str(path),
                                                        quality, target_bpp, target_size, options, quiet, batch.say)
                 for note in notes:
                     batch.say(f"Note: {path}: {note}")
                 write_atomically(out, lambda f: f.write(data), force)
-                written[out] = path
+                batch.written[out] = path
                 total_bytes += len(data)
                 bpps.append(8 * len(data) / (header.width * header.height))
             except BATCH_ERRORS as e:
@@ -461,7 +465,6 @@ def decompress(paths, output_dir, fmt, quality, max_pixels, model, device, force
     out_format, extension = OUTPUT_FORMATS[(fmt or "png").lower()]
     _batch_folder(paths, output_dir)
     inputs = _batch_inputs(paths, {".vq"}, ".vq files")
-    written: dict[Path, Path] = {}
     total_pixels = 0
     with _Batch(len(inputs), quiet) as batch:
         for path, problem in inputs:
@@ -469,19 +472,17 @@ def decompress(paths, output_dir, fmt, quality, max_pixels, model, device, force
                 if problem:
                     raise fail(problem)
                 out = output_dir / f"{path.stem}{extension}"
-                if out in written:
-                    raise fail(f"{out} is already the output of {written[out]}")
-                check_output(out, force)
+                batch.claim(out, path, force)
                 image = decode(read_input(str(path), named=False))
                 encoded = image_bytes(image, out_format)
                 write_atomically(out, lambda f: f.write(encoded), force)
-                written[out] = path
+                batch.written[out] = path
                 total_pixels += image.width * image.height
             except BATCH_ERRORS as e:
                 batch.failed(path, e)
             batch.bar.update()
         if not quiet or batch.failures:
-            batch.say(f"{len(written)} of {len(inputs)} files decompressed into {output_dir}: "
+            batch.say(f"{len(batch.written)} of {len(inputs)} files decompressed into {output_dir}: "
                       f"{total_pixels} pixels, {batch.failures} failed", err=False)
     if batch.failures:
         raise SystemExit(1)
