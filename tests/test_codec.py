@@ -258,3 +258,16 @@ def test_batches_match_single_images(tiny_codec, photo_like):
         one = np.asarray(tiny_codec.decompress(data), dtype=int)
         assert np.abs(np.asarray(out, dtype=int) - one).max() <= 1  # float decoder, batched or not
         assert tiny_codec.read_header(data) == tiny_codec.read_header(single)
+
+
+def test_a_huge_png_is_refused_from_its_header_before_any_pixel_is_decoded(tiny_codec, tmp_path):
+    """Regression (issue 9, item 6): a 12000 x 12000 PNG ended in Pillow's bomb warning and a 9 GB allocation."""
+    import struct
+    import zlib
+
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 12000, 12000, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b""))
+    (tmp_path / "huge.png").write_bytes(png)
+    with pytest.raises(ImageError, match="12000x12000 = 144000000 pixels, over the limit of 134217728"):
+        tiny_codec.compress(tmp_path / "huge.png", 1)
