@@ -4,9 +4,10 @@
     python benchmarks/fuzz.py --cases 100000 --memory-limit 1024 --json benchmarks/results/fuzz_100k.json
     python benchmarks/fuzz.py --replay 1234 --write-case bad.vq   # one case again, with its traceback
     python benchmarks/fuzz.py --model default --cases 500      # the shipped model, on Kodak crops
+    python benchmarks/fuzz.py --bomb --model default           # time the 44-byte bomb and two minimal claims
 
 It first makes a small corpus of valid files (fixed: it does not depend on --seed): sizes from 1x1 and odd
-sizes to many tiles (vqcodec.codec.TILE is set to 8 for some), every quality kind (coarse and full stages),
+sizes to many tiles (vqcodec.codec.TILE is set to 32 or 64 for some), every quality kind (coarse and full stages),
 RGB, grayscale, 16-bit sources, transparency (RGBA, LA) and ICC / EXIF / XMP metadata. Every case then takes
 one corpus file and applies one to three mutations:
 
@@ -15,9 +16,10 @@ one corpus file and applies one to three mutations:
 - header fields rewritten (width, height, mode, depth, quality, stages, log2 f, tile, version, flags, name
   length, name, model hash, varint lengths: off by one, zero, huge, non-canonical, over-long);
 - sections and streams rewritten and the table rebuilt to match: payload bytes, streams swapped between tiles
-  and stages, streams grown or shrunk, the image resized (tiles replicated or filled with short streams),
-  metadata entries (types, lengths, order, truncation), the alpha PNG (corrupt, wrong size or mode, a
-  65535 x 65535 IHDR);
+  and stages, streams grown or shrunk, the image resized (tiles replicated or filled with short streams), a
+  large image claimed with the shortest streams the format allows (tile sides up to 512, which the reader must refuse above 128), metadata entries
+  (types, lengths, order, truncation), the alpha PNG (corrupt, wrong size or mode, a 65535 x 65535 IHDR, an
+  IDAT that inflates to 8 MiB);
 
 and most cases then get every checksum recomputed (section CRCs, stage CRCs, header CRC, found with a lenient
 parse of the mutated bytes), so that they reach the checks behind the CRCs. A case decodes with
@@ -30,9 +32,13 @@ parse of the mutated bytes), so that they reach the checks behind the CRCs. A ca
   --time-limit-per-case, or, with --memory-limit, a worker that died.
 
 Case k of a run with --seed S has the seed S * 10**7 + k; `--replay SEED` runs one case again and prints its
-mutations and traceback. With --memory-limit MB, cases run in a forked worker process under
-RLIMIT_AS = MB (the whole address space of the worker, torch and the model included); the worker is reused
-from case to case and restarted after a crash or a hang.
+mutations and traceback (give --model and --memory-limit as the run had them). With --memory-limit MB, cases
+run in a forked worker process under RLIMIT_AS = MB: the worker's whole address space, torch and the model
+included (about 630 MB with the tiny model, 660 MB with the shipped one, before any case). The worker is
+reused from case to case and restarted after a crash or a hang.
+
+No mutated file is larger than MAX_CASE_BYTES = 16 KiB, 2.4 times the largest corpus file. Decode time grows
+with what a file claims, and larger files would mostly measure that.
 """
 from __future__ import annotations
 
@@ -95,7 +101,9 @@ def build_codec(model: str = "tiny"):
 
 def _metadata_info(rng: np.random.Generator) -> dict:
     from PIL import ImageCms
-    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    icc = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    icc[24:36] = struct.pack(">6H", 2024, 9, 9, 0, 0, 0)   # its creation time: fixed, so the corpus is too
+    icc = bytes(icc)
     exif = Image.Exif()
     exif[0x010F] = "vqcodec-fuzz"            # Make
     exif[0x0131] = "fuzz " + "x" * int(rng.integers(1, 40))
@@ -141,13 +149,14 @@ CORPUS_SPECS = [
     (37, 29, "RGB", 4, 128, True),
     (37, 29, "RGBA", 5, 128, False),
     (23, 19, "I;16", 3, 128, False),
-    (64, 64, "RGB", 2, 8, False),          # exactly one 8 x 8 tile
-    (65, 57, "RGB", 3, 8, False),          # 2 x 2 tiles, the right and bottom ones 1 position wide
-    (130, 70, "RGB", 1, 8, True),          # 3 x 2 tiles, coarse
-    (72, 72, "RGBA", 4, 8, True),          # 2 x 2 tiles, 2 stages, alpha and metadata
-    (200, 9, "L", 2, 8, False),            # 1 x 4 tiles
-    (9, 140, "RGB", 5, 8, False),          # 3 x 1 tiles, 3 stages
-    (150, 100, "L", 3, 16, True),          # 1 x 2 tiles of 16
+    (64, 64, "RGB", 2, 32, False),         # exactly one 32 x 32 tile (the tiny model's f is 4)
+    (132, 129, "RGB", 3, 32, False),       # 2 x 2 tiles, the right and bottom ones 1 position wide
+    (260, 260, "RGB", 4, 32, False),       # 3 x 3 tiles
+    (260, 70, "RGB", 1, 32, True),         # 3 x 1 tiles, coarse
+    (144, 144, "RGBA", 4, 32, True),       # 2 x 2 tiles, 2 stages, alpha and metadata
+    (520, 9, "L", 2, 32, False),           # 5 x 1 tiles
+    (9, 400, "RGB", 5, 32, False),         # 1 x 4 tiles, 3 stages
+    (300, 200, "L", 3, 64, True),          # 2 x 1 tiles of 64
 ]
 
 
@@ -888,10 +897,13 @@ def _alarm(signum, frame):
 
 
 def message_prefix(message: str, n: int = 70) -> str:
-    """A message with its numbers, quoted values and hex replaced, so that like messages count together."""
+    """A message with its numbers, quoted values, model names and hex replaced, so that like messages count
+    together."""
     line = (message.splitlines() or [""])[0]
     line = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", line)
     line = re.sub(r"\b[0-9a-f]{16}\b", "<hash>", line)
+    line = re.sub(r"\bmodel [A-Za-z0-9._-]+ \(weights", "model <name> (weights", line)
+    line = re.sub(r"\bflags 0x[0-9a-f]+", "flags <hex>", line)
     line = re.sub(r"\d+", "N", line)
     return line[:n]
 
@@ -1126,16 +1138,17 @@ def bomb_claim(codec, side: int = 4096, tile: int = 512) -> bytes:
 
 
 def run_bombs(codec) -> list[dict]:
-    """Time the bombs in this process: (name, bytes, outcome, seconds, peak RSS before and after)."""
+    """Time the bombs in this process: (name, bytes, outcome, seconds, peak RSS before and after; the peak is
+    the process's high-water mark, so a bomb shows its own growth only above those before it)."""
     import vqcodec
     out = []
     for name, data, decode in (
             ("the 44-byte bomb: a 16384 x 16384 header, no table, no payload (vqcodec.decompress)", bomb_44(),
              lambda d: vqcodec.decompress(d)),
-            (f"minimal claim: 4096 x 4096, tile 512, 1 stage, zero streams ({codec.model_name})", bomb_claim(codec),
-             lambda d: codec.decompress(d)),
             (f"minimal claim: 4096 x 4096, tile 128, 1 stage, zero streams ({codec.model_name})",
-             bomb_claim(codec, 4096, 128), lambda d: codec.decompress(d))):
+             bomb_claim(codec, 4096, 128), lambda d: codec.decompress(d)),
+            (f"minimal claim: 4096 x 4096, tile 512, 1 stage, zero streams ({codec.model_name})",
+             bomb_claim(codec, 4096, 512), lambda d: codec.decompress(d))):
         before = maxrss_mb()
         t = time.perf_counter()
         try:
@@ -1172,8 +1185,10 @@ def print_summary(s: dict) -> None:
         print("BAD cases: 0")
 
 
-def replay(codec, corpus, seed: int, time_limit: float, write: str | None) -> int:
+def replay(codec, corpus, seed: int, time_limit: float, write: str | None, memory_mb: int | None = None) -> int:
     case = make_case(seed, corpus)
+    if memory_mb:   # as in a worker: this whole process under RLIMIT_AS
+        resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
     print(f"seed {seed}: {case.description} ({len(case.data)} bytes)")
     if write:
         Path(write).write_bytes(case.data)
@@ -1211,7 +1226,7 @@ def main(argv=None) -> int:
         return 0
     corpus = build_corpus(codec, args.model)
     if args.replay is not None:
-        return replay(codec, corpus, args.replay, args.time_limit_per_case, args.write_case)
+        return replay(codec, corpus, args.replay, args.time_limit_per_case, args.write_case, args.memory_limit)
     summary = fuzz(codec, corpus, args.cases, args.seed, args.time_limit_per_case, args.memory_limit,
                    args.progress, args.model)
     print_summary(summary)

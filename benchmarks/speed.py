@@ -1,8 +1,8 @@
 """Speed of vqcodec on one image: whole `vqcodec` processes, and in-process with the model loaded.
 
-    python benchmarks/speed.py [--image benchmarks/kodak/kodim23.png] [--quality Q] [--repeat 5]
+    python benchmarks/speed.py [--image benchmarks/kodak/kodim23.png] [--quality Q] [--repeat 5] [--model NAME]
 
-Prints a markdown table and writes benchmarks/results/speed_<device>.json. Run on an idle machine.
+Prints a markdown table and writes benchmarks/results/speed_<device>.json (or --out). Run on an idle machine.
 """
 from __future__ import annotations
 
@@ -35,6 +35,8 @@ def main() -> None:
     ap.add_argument("--quality", type=int, default=None, help="default: the highest")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--model", default=None, help="a shipped model's name (default: the default model)")
+    ap.add_argument("--out", default=None, help="default: benchmarks/results/speed_<device>.json")
     args = ap.parse_args()
 
     import torch
@@ -43,7 +45,7 @@ def main() -> None:
     from vqcodec.codec import load_codec
 
     t = time.perf_counter()
-    codec = load_codec(None, args.device)
+    codec = load_codec(args.model, args.device)
     load_s = time.perf_counter() - t
     quality = args.quality or codec.qualities[-1]
     image = Image.open(args.image).convert("RGB")
@@ -59,7 +61,8 @@ def main() -> None:
         base = [sys.executable, "-m", "vqcodec.cli"]
         env = dict(os.environ)
         proc_enc = median_time(lambda: subprocess.run(base + ["compress", args.image, str(vq), "-q", str(quality),
-                                                              "--force", "--quiet", "--device", args.device],
+                                                              "--force", "--quiet", "--device", args.device]
+                                                      + (["--model", args.model] if args.model else []),
                                                       check=True, env=env), args.repeat)
         proc_dec = median_time(lambda: subprocess.run(base + ["decompress", str(vq), str(png), "--force",
                                                               "--quiet", "--device", args.device],
@@ -67,7 +70,8 @@ def main() -> None:
         import_s = median_time(lambda: subprocess.run([sys.executable, "-c", "import torch"], check=True), 3)
 
     result = {
-        "image": Path(args.image).name, "size": list(image.size), "quality": quality, "bytes": len(data),
+        "image": Path(args.image).name, "model": codec.model_name, "size": list(image.size), "quality": quality,
+        "bytes": len(data),
         "bpp": 8 * len(data) / (image.width * image.height), "device": args.device,
         "cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
         "model_load_s": load_s, "in_process": {"compress_s": enc_s, "decompress_s": dec_s,
@@ -75,7 +79,7 @@ def main() -> None:
         "whole_process": {"compress_s": proc_enc, "decompress_s": proc_dec, "import_torch_s": import_s},
         "repeat": args.repeat,
     }
-    out = ROOT / "benchmarks/results" / f"speed_{args.device}.json"
+    out = Path(args.out) if args.out else ROOT / "benchmarks/results" / f"speed_{args.device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     fmt = lambda d: ", ".join(f"{k[:-2]} {v:.3f}" for k, v in d.items())

@@ -178,11 +178,11 @@ def test_tiled_coding_gives_the_pixels_of_whole_image_coding(tiny_codec, photo_l
     import vqcodec
     import vqcodec.codec as codec_module
 
-    im = photo_like.resize((150, 90))
+    im = photo_like.resize((300, 180))
     whole = tiny_codec.compress(im, 3)
-    monkeypatch.setattr(codec_module, "TILE", 8)       # 8 x 8 positions = 32 x 32 pixels with f = 4
+    monkeypatch.setattr(codec_module, "TILE", 32)      # 32 x 32 positions = 128 x 128 pixels with f = 4
     tiled = tiny_codec.compress(im, 3)
-    assert vqcodec.read_info(tiled).num_tiles == 3 * 5 and vqcodec.read_info(whole).num_tiles == 1
+    assert vqcodec.read_info(tiled).num_tiles == 2 * 3 and vqcodec.read_info(whole).num_tiles == 1
     a, b = np.asarray(tiny_codec.decompress(whole), int), np.asarray(tiny_codec.decompress(tiled), int)
     assert np.abs(a - b).max() <= 1
 

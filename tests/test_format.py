@@ -8,7 +8,7 @@ from vqcodec.container import (FORMAT_VERSION, FormatError, Header, TruncatedErr
                                sections, unpack)
 
 HEADER = Header("vqf8-v3", bytes(range(8)), width=20, height=12, mode="RGB", quality=4, stages=2,
-                downsampling=8, tile=8)
+                downsampling=8, tile=32)
 # 20 x 12 pixels -> a 2 x 3 grid of positions, one tile; two stages of one stream each
 STREAMS = [[bytes(range(4))], [bytes(range(4, 12))]]
 META, ALPHA = b"\x01\x03\x00\x00\x00abc", b"\x00alpha"
@@ -21,7 +21,7 @@ def build(header=HEADER, meta=b"", alpha=b"", streams=STREAMS):
 def test_round_trip_with_every_section():
     data = build(meta=META, alpha=ALPHA)
     h = unpack(data)
-    assert (h.width, h.height, h.mode, h.quality, h.stages, h.downsampling, h.tile, h.depth) == (20, 12, "RGB", 4, 2, 8, 8, 8)
+    assert (h.width, h.height, h.mode, h.quality, h.stages, h.downsampling, h.tile, h.depth) == (20, 12, "RGB", 4, 2, 8, 32, 8)
     assert h.stream_words == ((1,), (2,)) and h.complete_stages == 2
     parts = sections(data, h, 2)
     assert (parts.metadata, parts.alpha, parts.streams) == (META, ALPHA, STREAMS)
@@ -30,7 +30,7 @@ def test_round_trip_with_every_section():
 def test_golden_bytes():
     """Pins the header layout of format version 2 (docs/format.md). Change only with a version bump."""
     data = build()
-    fixed = struct.pack("<IIBBBBBH", 20, 12, 0, 8, 4, 2, 3, 8)
+    fixed = struct.pack("<IIBBBBBH", 20, 12, 0, 8, 4, 2, 3, 32)
     head = b"VQIM" + bytes([2, 0, 7]) + b"vqf8-v3" + bytes(range(8)) + fixed
     head += bytes([1, 2]) + struct.pack("<II", zlib.crc32(STREAMS[0][0]), zlib.crc32(STREAMS[1][0]))
     assert data == head + struct.pack("<I", zlib.crc32(head)) + bytes(range(12))
@@ -38,8 +38,8 @@ def test_golden_bytes():
 
 
 GOLDEN_HEX = (
-    "5651494d020007767166382d76330001020304050607140000000c0000000008040203080001021386b98b5be371708c"
-    "69cb25000102030405060708090a0b"
+    "5651494d020007767166382d76330001020304050607140000000c0000000008040203200001021386b98b5be371708a"
+    "c4f63b000102030405060708090a0b"
 )
 
 
@@ -95,10 +95,10 @@ def test_bytes_after_the_last_stage_are_refused():
 
 def test_header_fields_are_validated_before_use():
     ok = dict(model_name="vqf8-v3", model_hash=bytes(8), width=5, height=5, mode="RGB", quality=1, stages=1,
-              downsampling=8, tile=8)
+              downsampling=8, tile=32)
     for change in ({"width": 0}, {"height": 70000}, {"mode": "CMYK"}, {"model_name": "bad name"},
                    {"model_name": "vqf8-v3\n"}, {"model_name": ".."}, {"model_name": "."}, {"quality": 0},
-                   {"stages": 0}, {"downsampling": 3}, {"tile": 4}, {"depth": 12}):
+                   {"stages": 0}, {"downsampling": 3}, {"tile": 16}, {"tile": 256}, {"depth": 12}):
         with pytest.raises(FormatError):
             pack(Header(**{**ok, **change}), b"", b"", [[bytes(4)]])
 

@@ -19,7 +19,7 @@ MODE_CODES = {v: k for k, v in MODES.items()}
 MAX_SIDE = 65535                 # widths and heights are 1..65535
 MAX_PIXELS = 1 << 30             # the format's own ceiling; decoders apply a lower default (max_pixels)
 MAX_STAGES = 64
-MAX_TILE = 512                   # tile side in index positions
+MIN_TILE, MAX_TILE = 32, 128     # tile side in index positions: bounds the work and memory of one tile
 MAX_METADATA_BYTES = 16 << 20    # ICC + EXIF + XMP together
 MODEL_HASH_BYTES = 8
 FLAG_METADATA, FLAG_ALPHA = 0x01, 0x02
@@ -101,8 +101,8 @@ class Header:
             raise FormatError(f"{self.stages} stages out of range (1..{MAX_STAGES})")
         if self.downsampling not in (1, 2, 4, 8, 16, 32, 64):
             raise FormatError(f"downsampling {self.downsampling} is not a power of two up to 64")
-        if not 8 <= self.tile <= MAX_TILE:
-            raise FormatError(f"tile side {self.tile} out of range (8..{MAX_TILE})")
+        if not MIN_TILE <= self.tile <= MAX_TILE:
+            raise FormatError(f"tile side {self.tile} out of range ({MIN_TILE}..{MAX_TILE})")
 
 
 # --- variable-length integers (LEB128, canonical, at most 5 bytes) ------------------------------
