@@ -19,18 +19,24 @@ STREAM_CHECK = 0xA55A   # the last symbol of every stream: the decoder must find
 def cap_probabilities(freqs: np.ndarray) -> np.ndarray:
     """(N, K) positive integer frequencies -> the same, with each row's largest lowered (if needed) to
     (sum of the others) * (2**PROB_CAP_BITS - 1): no symbol is more probable than 1 - 2**-PROB_CAP_BITS,
-    so every coded index costs bits and a stream's length bounds its number of indices. Integers only."""
-    f = np.array(freqs, dtype=np.float64)  # exact: integers below 2**53
-    rows = np.arange(len(f))
-    top = f.argmax(1)
-    rest = f.sum(1) - f[rows, top]
-    f[rows, top] = np.minimum(f[rows, top], rest * ((1 << PROB_CAP_BITS) - 1))
+    so every coded index costs bits and a stream's length bounds its number of indices. Integers only
+    (exact in float64); rows that need no cap, almost all of them, are not copied."""
+    f = np.ascontiguousarray(freqs, dtype=np.float64)
+    if not len(f):
+        return f
+    top = f.max(1)
+    rest = f.sum(1) - top
+    over = np.nonzero(top > rest * ((1 << PROB_CAP_BITS) - 1))[0]
+    if len(over):
+        f = f.copy()
+        cols = f[over].argmax(1)
+        f[over, cols] = rest[over] * ((1 << PROB_CAP_BITS) - 1)
     return f
 
 
 def _table(freqs: np.ndarray) -> np.ndarray:
     """(N, K) positive integer frequencies -> capped, C-ordered float64 (constriction 0.5 ignores strides)."""
-    return np.ascontiguousarray(cap_probabilities(freqs))
+    return cap_probabilities(freqs)
 
 
 def _probabilities(freqs: np.ndarray) -> np.ndarray:
