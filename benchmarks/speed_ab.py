@@ -1,0 +1,34 @@
+"""The one-image path of two vqcodec checkouts side by side (e.g. before and after a change), interleaved.
+
+    git worktree add /tmp/old <commit>
+    for i in 1 2 3; do
+      (cd /tmp/old && OMP_NUM_THREADS=1 PYTHONPATH=/tmp/old python /path/to/benchmarks/speed_ab.py old)
+      (cd . && OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/speed_ab.py new)
+    done
+
+Each run loads the model, warms up, then prints the median of 7 in-process compressions and decompressions
+of kodim23 at quality 7 (seconds). Interleaving the runs spreads a shared machine's load over both.
+"""
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from PIL import Image
+
+from vqcodec.codec import load_codec
+
+label = sys.argv[1] if len(sys.argv) > 1 else "this"
+codec = load_codec("vqf8-v3")
+image = Image.open(Path(__file__).resolve().parents[1] / "benchmarks/kodak/kodim23.png").convert("RGB")
+data = codec.compress(image, 7)
+codec.decompress(data)
+enc, dec = [], []
+for _ in range(7):
+    t = time.perf_counter()
+    codec.compress(image, 7)
+    enc.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    codec.decompress(data)
+    dec.append(time.perf_counter() - t)
+print(label, round(statistics.median(enc), 3), round(statistics.median(dec), 3))
