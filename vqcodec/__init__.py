@@ -13,6 +13,8 @@ from pathlib import Path
 __version__ = "0.2.0"
 DEFAULT_QUALITY = 7
 DEFAULT_MAX_PIXELS = 1 << 27   # decoding and reading refuse larger images unless max_pixels says otherwise
+METADATA_CHOICES = ("all", "none", "icc", "exif", "xmp")   # what compress keeps of ICC / EXIF / XMP
+ALPHA_CHOICES = ("keep", "drop")
 
 __all__ = ["compress", "decompress", "read_info", "DEFAULT_QUALITY", "DEFAULT_MAX_PIXELS", "__version__"]
 

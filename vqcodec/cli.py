@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from . import DEFAULT_QUALITY, __version__
+from . import ALPHA_CHOICES, DEFAULT_QUALITY, METADATA_CHOICES, __version__
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 IMAGE_FORMATS = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PPM", ".pgm": "PPM",
@@ -23,7 +23,6 @@ OUTPUT_FORMATS = {"png": ("PNG", ".png"), "jpeg": ("JPEG", ".jpg"), "jpg": ("JPE
 # What a folder given to `compress -o` contributes (not recursive); `decompress -o` takes its *.vq files.
 INPUT_IMAGE_EXTENSIONS = set(IMAGE_FORMATS) | {".gif", ".tga", ".pbm", ".pnm", ".jp2", ".j2k", ".avif", ".qoi"}
 STDIO = "-"
-METADATA_CHOICES = ["all", "none", "icc", "exif", "xmp"]
 
 
 def fail(message: str) -> click.ClickException:
@@ -298,9 +297,9 @@ def _max_pixels_option():
               help="Instead of -q: the highest quality whose file takes at most BPP bits per pixel.")
 @click.option("--target-size", type=int, default=None, metavar="BYTES",
               help="Instead of -q: the highest quality whose file takes at most BYTES bytes.")
-@click.option("--metadata", type=click.Choice(METADATA_CHOICES), default="all", show_default=True,
+@click.option("--metadata", type=click.Choice(list(METADATA_CHOICES)), default="all", show_default=True,
               help="Which of the image's ICC profile, EXIF and XMP the file keeps.")
-@click.option("--alpha", type=click.Choice(["keep", "drop"]), default="keep", show_default=True,
+@click.option("--alpha", type=click.Choice(list(ALPHA_CHOICES)), default="keep", show_default=True,
               help="Keep the alpha channel (transparency), or drop it.")
 @_max_pixels_option()
 @click.option("--model", default=None, help="Shipped model name or model folder (default: the shipped default).")

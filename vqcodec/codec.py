@@ -23,7 +23,8 @@ from .autoencoder import VQAutoencoder
 from .config import ModelConfig
 from .container import FormatError, Header, TruncatedError
 from .coding import CoarseAlphabet, IndexCoder, timer
-from .images import (DEFAULT_MAX_PIXELS, check_pixels, finish, from_rgb_array, pack_alpha, pack_metadata,
+from . import DEFAULT_MAX_PIXELS
+from .images import (check_pixels, finish, from_rgb_array, pack_alpha, pack_metadata,
                      pad_to_multiple, prepare, to_rgb_array, unpack_alpha, unpack_metadata)
 from .prior import IntegerPrior, PriorNet
 

@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import ALPHA_CHOICES, DEFAULT_MAX_PIXELS, METADATA_CHOICES
+
 GRAY_MODES = {"1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
-METADATA_CHOICES = ("all", "none", "icc", "exif", "xmp")
-ALPHA_CHOICES = ("keep", "drop")
-DEFAULT_MAX_PIXELS = 1 << 27     # 134 megapixels, for reading and for decoding (Pillow's idea: MAX_IMAGE_PIXELS)
 # metadata entries in a .vq file: type byte -> name; see docs/format.md ("Metadata")
 META_TYPES = {1: "icc", 2: "exif", 3: "xmp"}
 META_CODES = {v: k for k, v in META_TYPES.items()}
