@@ -27,10 +27,15 @@ def arm_config(arm: str):
     from vqcodec.config import ModelConfig
 
     kind, d = arm.split("-")
+    if kind.startswith("ft"):  # ftconv-32, ftklt-32: started from the shipped model (d must be its latent size)
+        from vqcodec.codec import load_codec
+        shipped = load_codec().autoencoder.cfg
+        return ModelConfig(name=f"exp-{arm}", channels=shipped.channels, latent_dim=int(d),
+                           transform="klt-hybrid" if kind == "ftklt" else "conv")
     return ModelConfig(name=f"exp-{arm}", latent_dim=int(d), transform="klt-hybrid" if kind == "klt" else "conv")
 
 
-def train_arm(arm: str, minutes: float, run_dir: Path, data: str) -> None:
+def train_arm(arm: str, minutes: float, run_dir: Path, data: str, lr: float) -> None:
     import torch
 
     from vqcodec.train import load_images, train_autoencoder
@@ -39,8 +44,12 @@ def train_arm(arm: str, minutes: float, run_dir: Path, data: str) -> None:
     images = load_images(data, 128)
     out = run_dir / arm
     out.mkdir(parents=True, exist_ok=True)
-    train_autoencoder(arm_config(arm), images, out, steps=100_000, stop_at=time.time() + 60 * minutes,
-                      log=lambda m: print(f"[{arm}] {m}", flush=True))
+    init = None
+    if arm.startswith("ft"):
+        from vqcodec.codec import load_codec
+        init = load_codec().autoencoder.train()
+    train_autoencoder(arm_config(arm), images, out, steps=100_000, stop_at=time.time() + 60 * minutes, lr=lr,
+                      log=lambda m: print(f"[{arm}] {m}", flush=True), init=init)
 
 
 def evaluate_arm(arm: str, run_dir: Path, crops) -> dict:
@@ -86,18 +95,20 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=12)
     ap.add_argument("--data", default="../shared/data/train")
     ap.add_argument("--run-dir", default="runs/transforms")
+    ap.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (after a 200-step warmup)")
     ap.add_argument("--parallel", action="store_true", help="train two arms at a time (one thread each)")
     ap.add_argument("--out", default="benchmarks/results/transform_comparison.json")
     ap.add_argument("--train-one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     run_dir = Path(args.run_dir)
     if args.train_one:
-        return train_arm(args.train_one, args.minutes, run_dir, args.data)
+        return train_arm(args.train_one, args.minutes, run_dir, args.data, args.lr)
     arms = args.arms.split(",")
     width = 2 if args.parallel else 1
     for i in range(0, len(arms), width):
         procs = [subprocess.Popen([sys.executable, __file__, "--train-one", arm, "--minutes", str(args.minutes),
-                                   "--run-dir", str(run_dir), "--data", args.data]) for arm in arms[i:i + width]]
+                                   "--run-dir", str(run_dir), "--data", args.data,
+                                   "--lr", str(args.lr)]) for arm in arms[i:i + width]]
         for p in procs:
             if p.wait():
                 raise SystemExit(f"training an arm failed ({p.returncode})")

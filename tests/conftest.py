@@ -22,7 +22,8 @@ def integer_prior(cfg: ModelConfig, seed: int = 0) -> IntegerPrior:
     c_in = 2 * d + 1
     ints = lambda lo, hi, shape: torch.from_numpy(rng.integers(lo, hi, shape)).to(torch.int64)
     t = {"codebooks": ints(-400, 400, (s, k, d))}
-    for name, shape in (("conv1", (hdn, c_in, 3, 3)), ("conv2", (hdn, hdn, 1, 1)), ("conv3", (k, hdn, 1, 1))):
+    kk = cfg.prior_kernel
+    for name, shape in (("conv1", (hdn, c_in, kk, kk)), ("conv2", (hdn, hdn, 1, 1)), ("conv3", (k, hdn, 1, 1))):
         t[f"{name}.weight"] = ints(-127, 128, (s,) + shape)
         t[f"{name}.bias"] = ints(-2000, 2000, (s, shape[0]))
         t[f"{name}.mult"] = ints(1 << 14, 1 << 17, (s, shape[0]))

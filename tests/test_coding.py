@@ -64,9 +64,45 @@ def test_prior_uses_context():
 
 
 def test_pass_masks_partition_the_grid():
-    for passes in (1, 2, 4):
+    for passes in (1, 2, 4, 6):
         m = pass_masks(5, 7, passes)
         assert torch.equal(m.sum(0), torch.ones(5, 7, dtype=torch.long))
+    six = pass_masks(8, 8, 6)  # the 4x4 lattice first: 1/16, 1/16, 1/8 of the positions; then the 2x2 schedule
+    assert [int(m.sum()) for m in six] == [4, 4, 8, 16, 16, 16]
+    assert six[0][0, 0] and six[1][2, 2] and six[2][0, 2] and six[2][2, 0] and six[3][1, 1] and six[4][0, 1]
+    assert torch.equal(six[3:], pass_masks(8, 8, 4)[1:])
+
+
+@pytest.mark.parametrize("kernel,passes", [(3, 4), (5, 4), (5, 6)])
+def test_integer_prior_computes_what_the_trained_network_does(kernel, passes):
+    """IntegerPrior.from_float against the quantisation-aware PriorNet it came from, on every pass: the same
+    windows (k x k, zero-padded at the edges) and nearly the same probabilities (only roundings differ)."""
+    import dataclasses
+
+    from vqcodec.prior import IntegerPrior, PriorNet, training_contexts
+
+    cfg = dataclasses.replace(TINY, prior_kernel=kernel, prior_passes=passes)
+    torch.manual_seed(0)
+    codebooks = [torch.randn(cfg.codebook_size, cfg.latent_dim) for _ in range(cfg.num_stages)]
+    net = PriorNet(cfg, input_scale=16.0)
+    indices = torch.randint(0, cfg.codebook_size, (1, 9, 11, cfg.num_stages))
+    ctx, _, sel = training_contexts(net, codebooks, indices)                  # (P, S, 2D+1, h, w)
+    net.calibrate(ctx)
+    with torch.no_grad():
+        probs = torch.softmax(net(ctx), dim=2)                                 # (P, S, K, h, w)
+    int_prior = IntegerPrior.from_float(net, codebooks)
+    coder = IndexCoder(int_prior)
+    masks, known = coder._schedule(9, 11)
+    prev = torch.zeros(cfg.latent_dim, 9, 11, dtype=torch.int64)
+    for s in range(cfg.num_stages):
+        cur = int_prior.input_vectors(s, indices[0, ..., s])
+        for p in range(passes):
+            freqs = coder._tables(s, prev, cur, known[p], masks[p])             # (N, K)
+            got = torch.from_numpy(freqs / freqs.sum(1, keepdims=True))
+            want = probs[p, s][:, masks[p]].t().double()                       # (N, K), row-major positions
+            diff = (got - want).abs()  # a wrong window would be far off everywhere; a rounding, here and there
+            assert got.shape == want.shape and diff.max() < 0.05 and diff.mean() < 0.002
+        prev = prev + cur
 
 
 def test_golden_payload_bytes():

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from vqcodec.autoencoder import VQAutoencoder
@@ -82,3 +83,34 @@ def test_fit_klt_gives_orthonormal_components_strongest_first():
     assert basis.shape == (10, 48) and mean.shape == (3,)
     assert torch.allclose(basis @ basis.t(), torch.eye(10), atol=1e-4)
     assert (basis[0] > 0).all()  # the strongest component of smooth images: the block's mean brightness
+
+
+def test_a_hybrid_started_from_a_conv_model_computes_what_it_does_and_its_linear_paths_learn():
+    """start_from: conv -> klt-hybrid branches, linear paths at zero: same latents, same pixels at step 0."""
+    import dataclasses
+
+    from vqcodec.autoencoder import VQAutoencoder
+    from vqcodec.config import ModelConfig
+    from vqcodec.train import start_from
+
+    torch.manual_seed(0)
+    conv = VQAutoencoder(ModelConfig(name="t", channels=(8, 16), latent_dim=6, codebook_size=16, num_stages=2)).train()
+    conv.rvq(torch.randn(256, 6))  # k-means init of the codebooks
+    conv.eval()
+    hybrid = VQAutoencoder(dataclasses.replace(conv.cfg, transform="klt-hybrid"))
+    start_from(hybrid, conv)
+    hybrid.eval()
+    x = torch.rand(2, 3, 16, 12)
+    assert torch.equal(hybrid.encoder(x), conv.encoder(x))
+    idx = conv.encode_indices(x, 2)
+    assert torch.equal(hybrid.encode_indices(x, 2), idx)
+    assert torch.allclose(hybrid.decode_indices(idx), conv.decode_indices(idx), atol=1e-6)
+    recon, _, _ = hybrid.train()(x, torch.tensor([2, 1]))
+    (recon - x).pow(2).mean().backward()
+    assert hybrid.decoder.linear.weight.grad.abs().sum() > 0 and hybrid.encoder.linear.weight.grad.abs().sum() > 0
+
+    other = VQAutoencoder(dataclasses.replace(conv.cfg, latent_dim=8))
+    with pytest.raises(ValueError, match="cannot start from t: its channels, latent, codebook or stages differ"):
+        start_from(other, conv)
+    with pytest.raises(ValueError, match="cannot start a conv model from a klt-hybrid one"):
+        start_from(conv, hybrid)

@@ -42,6 +42,14 @@ def test_train_resume_export_and_use(tmp_path):
         ok = runner.invoke(cli, ["decompress", str(vq), str(out), "-f", "--model", str(model_dir)])
         assert ok.exit_code == 0 and Image.open(out).size == (90, 72)
 
+    # a new model started from this one: its config is the base, --config changes the transform
+    init = runner.invoke(cli, ["train", str(data), "--out", str(tmp_path / "run2"), "--steps", "1", "--batch-size",
+                               "2", "--crop", "32", "--device", "cpu", "--autoencoder-only", "--init-from",
+                               str(model_dir), "--config", '{"transform": "klt-hybrid"}'], catch_exceptions=False)
+    assert init.exit_code == 0 and "started from the trained autoencoder of tiny-trained" in init.output
+    ck = torch.load(tmp_path / "run2" / "autoencoder.ckpt", weights_only=True)
+    assert ck["config"]["transform"] == "klt-hybrid" and list(ck["config"]["channels"]) == [8, 16]
+
 
 def test_train_refuses_an_empty_folder(tmp_path):
     result = CliRunner().invoke(cli, ["train", str(tmp_path), "--out", str(tmp_path / "run")])

@@ -546,6 +546,10 @@ def info(input, as_json):
 @click.option("--copy-checkpoints-to", type=click.Path(file_okay=False, path_type=Path), default=None,
               metavar="DIR", help="Also write every checkpoint into DIR, e.g. $OUT on a device machine (there "
                                   "it comes back even if the command is killed).")
+@click.option("--init-from", default=None, metavar="MODEL",
+              help="Start the autoencoder from a trained model (a shipped model's name or a model folder) "
+                   "instead of from scratch; its config is the base that --config overrides. A conv model "
+                   "goes into a klt-hybrid model's branches, with the linear paths at zero.")
 @click.option("--make-pack", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="PACK_DIR",
               help="Train nothing: write random --prior-crop sized crops of DATA_DIR's images into PACK_DIR "
                    "(JPEG quality 95, 4:4:4), --pack-size-mb in all. Train on it with PACK_DIR, or a folder "
@@ -556,7 +560,8 @@ def info(input, as_json):
               help="With --make-pack: the pack's number; each has other crops, the images in another order.")
 @library_errors
 def train(data_dir, out, name, steps, prior_steps, batch_size, crop, lr, prior_crops, prior_crop, device, config_json,
-          time_limit, autoencoder_only, slim_checkpoints, copy_checkpoints_to, make_pack, pack_size_mb, shard):
+          time_limit, autoencoder_only, slim_checkpoints, copy_checkpoints_to, init_from, make_pack, pack_size_mb,
+          shard):
     """Train a model on DATA_DIR, a folder of images or of crop packs (autoencoder, then prior), and export
     it to OUT/NAME. With --make-pack, write a pack of crops of DATA_DIR's images instead."""
     if make_pack is not None:
@@ -570,7 +575,7 @@ def train(data_dir, out, name, steps, prior_steps, batch_size, crop, lr, prior_c
                  batch_size=batch_size, crop=crop, lr=lr, prior_crops=prior_crops, prior_crop=prior_crop,
                  device=device, config_json=config_json, echo=click.echo, time_limit=time_limit,
                  autoencoder_only=autoencoder_only, slim_checkpoints=slim_checkpoints,
-                 copy_checkpoints_to=copy_checkpoints_to)
+                 copy_checkpoints_to=copy_checkpoints_to, init_from=init_from)
 
 
 def _register_bench():

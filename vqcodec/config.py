@@ -13,7 +13,9 @@ class ModelConfig:
     codebook_size: int = 512                    # K: entries per residual stage
     num_stages: int = 10                        # S: residual VQ stages
     prior_hidden: int = 64                      # width of each stage's integer prior network
-    prior_passes: int = 4                       # spatial decoding passes per stage (2x2 schedule)
+    prior_passes: int = 4                       # spatial decoding passes per stage: 4 = the 2x2 schedule, 6 = a
+                                                # 4x4 lattice first, then the 2x2 schedule (prior.pass_masks)
+    prior_kernel: int = 3                       # the prior's spatial context: k x k positions (3 or 5)
     coarse_sizes: tuple[int, ...] = ()          # extra lowest levels: stage 0 limited to its first n coarse codes
     transform: str = "conv"                     # "conv", or "klt-hybrid": a linear block transform (KLT at
                                                 # init) plus the conv networks as branches that start at zero
@@ -21,6 +23,10 @@ class ModelConfig:
     def __post_init__(self):
         if self.transform not in ("conv", "klt-hybrid"):
             raise ValueError(f"transform must be conv or klt-hybrid, not {self.transform!r}")
+        if self.prior_passes not in (1, 2, 4, 6):
+            raise ValueError(f"prior_passes must be 1, 2, 4 or 6, not {self.prior_passes}")
+        if self.prior_kernel not in (3, 5):
+            raise ValueError(f"prior_kernel must be 3 or 5, not {self.prior_kernel}")
         if not 2 <= self.codebook_size <= 1 << 15:
             raise ValueError(f"codebook_size must be from 2 to {1 << 15}")
         sizes = self.coarse_sizes

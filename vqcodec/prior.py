@@ -1,9 +1,9 @@
 """The learned prior over residual-VQ indices, trained in float and evaluated exactly in integers.
 
-For stage s and position (i, j) the prior sees
-  * the sum of the codebook vectors of stages < s in a 3x3 neighbourhood (coarser residual stages), and
-  * stage s's own vectors at neighbours decoded in earlier passes of a fixed 2x2 schedule.
-Each stage has its own small network: conv3x3 -> ReLU -> conv1x1 -> ReLU -> conv1x1 (K logits).
+For stage s and position (i, j) the prior sees, in a k x k neighbourhood (k = prior_kernel, 3 or 5),
+  * the sum of the codebook vectors of stages < s (coarser residual stages), and
+  * stage s's own vectors at neighbours decoded in earlier passes of a fixed schedule (pass_masks).
+Each stage has its own small network: conv kxk -> ReLU -> conv1x1 -> ReLU -> conv1x1 (K logits).
 The number of network evaluations per image is num_stages * prior_passes, whatever the image size.
 
 Training (PriorNet) simulates the integer arithmetic (fake quantisation with straight-through
@@ -33,16 +33,26 @@ EXP_TABLE_ONE = 1 << 16     # exp(0) in the softmax table
 
 
 def pass_masks(h: int, w: int, passes: int) -> torch.Tensor:
-    """(passes, h, w) bool: which positions each pass decodes. passes must be 1, 2 or 4."""
-    i = torch.arange(h)[:, None] % 2
-    j = torch.arange(w)[None, :] % 2
+    """(passes, h, w) bool: which positions each pass decodes. passes must be 1, 2, 4 or 6.
+
+    4: the 2x2 schedule, (row % 2, col % 2) = (0,0), (1,1), (0,1), (1,0).
+    6: the (0,0) positions of the 2x2 schedule split over a 4x4 lattice first, (row % 4, col % 4) =
+    (0,0); (2,2); (0,2) and (2,0) together; then (1,1), (0,1), (1,0) modulo 2. Only 1/16 of the positions
+    are decoded with no neighbour of their own stage known (1/4 with the 2x2 schedule); with a 5x5
+    context the passes of the 4x4 lattice see their neighbours two positions away.
+    """
+    i = torch.arange(h)[:, None] % 4
+    j = torch.arange(w)[None, :] % 4
     if passes == 1:
         return torch.ones(1, h, w, dtype=torch.bool)
     if passes == 2:
         return torch.stack([(i + j) % 2 == 0, (i + j) % 2 == 1])
     if passes == 4:
-        return torch.stack([(i == a) & (j == b) for a, b in PASS_ORDER])
-    raise ValueError(f"prior_passes must be 1, 2 or 4, not {passes}")
+        return torch.stack([(i % 2 == a) & (j % 2 == b) for a, b in PASS_ORDER])
+    if passes == 6:
+        lattice = [(i == 0) & (j == 0), (i == 2) & (j == 2), ((i == 0) & (j == 2)) | ((i == 2) & (j == 0))]
+        return torch.stack(lattice + [(i % 2 == a) & (j % 2 == b) for a, b in PASS_ORDER[1:]])
+    raise ValueError(f"prior_passes must be 1, 2, 4 or 6, not {passes}")
 
 
 def exp_table() -> np.ndarray:
@@ -80,7 +90,8 @@ class PriorNet(nn.Module):
         self.cfg = cfg
         s, d, hdn, k = cfg.num_stages, cfg.latent_dim, cfg.prior_hidden, cfg.codebook_size
         self.in_ch = 2 * d + 1
-        self.conv1 = nn.Conv2d(s * self.in_ch, s * hdn, 3, padding=1, groups=s)
+        kernel = cfg.prior_kernel
+        self.conv1 = nn.Conv2d(s * self.in_ch, s * hdn, kernel, padding=kernel // 2, groups=s)
         self.conv2 = nn.Conv2d(s * hdn, s * hdn, 1, groups=s)
         self.conv3 = nn.Conv2d(s * hdn, s * k, 1, groups=s)
         # integer input = round(vector * input_scale), a power of two chosen from the codebooks
@@ -222,11 +233,12 @@ class IntegerPrior:
     def _dense(self, x: torch.Tensor, name: str, stage: int) -> torch.Tensor:
         """x: (C_in*k*k, N) integer columns -> accumulators (C_out, N) int64, computed exactly.
 
-        The product runs in float32: weights are in [-127, 127], inputs in [-127, 255], and at most
-        585 terms, so every partial sum is an integer below 127 * 127 * 585 < 2**24 in magnitude and
-        is represented exactly, in any summation order, with or without FMA, on CPU or GPU (TF32
-        rounds inputs to 11 significant bits, which these integers also fit). No rounding ever happens.
-        A layer whose weights could exceed that bound runs in float64 instead (exact below 2**53).
+        The product runs in float32 when the layer's largest possible partial sum, (sum of |weights| of
+        an output) x (largest input, 127 or 255), is below 2**24: weights are in [-127, 127], inputs in
+        [-127, 255], so every partial sum is an integer represented exactly, in any summation order, with
+        or without FMA, on CPU or GPU (TF32 rounds inputs to 11 significant bits, which these integers
+        also fit). No rounding ever happens. A layer whose weights could exceed that bound runs in
+        float64 instead (exact below 2**53). The choice depends on the weights only (see __init__).
         """
         w = self.w_gemm[name][stage]                            # (C_out, C_in*k*k)
         with torch.autocast(x.device.type, enabled=False):
@@ -234,29 +246,32 @@ class IntegerPrior:
         return acc + self.t[f"{name}.bias"][stage][:, None]
 
     @staticmethod
-    def gather_columns(context: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """im2col of the 3x3 zero-padded windows at the given positions only.
+    def gather_columns(context: torch.Tensor, positions: torch.Tensor, k: int = 3) -> torch.Tensor:
+        """im2col of the k x k zero-padded windows at the given positions only.
 
-        context: (C, h, w); positions: (h, w) bool -> (C*9, N), N positions in row-major order.
-        A pass of the 2x2 schedule is a stride-2 lattice, so its windows are strided slices.
+        context: (C, h, w); positions: (h, w) bool -> (C*k*k, N), N positions in row-major order.
+        A pass that is a stride-2 or stride-4 lattice has strided slices for windows.
         """
         c, h, w = context.shape
-        padded = F.pad(context, (1, 1, 1, 1))
+        r = k // 2
+        padded = F.pad(context, (r, r, r, r))
         ys, xs = positions.nonzero(as_tuple=True)
         if ys.numel() == 0:
-            return context.new_zeros(c * 9, 0)
-        a, b = int(ys[0]) % 2, int(xs[0]) % 2
-        rows, cols = (h - a + 1) // 2, (w - b + 1) // 2
-        if ys.numel() == rows * cols and bool(positions[a::2, b::2].all()):
-            win = [padded[:, a + dy:a + dy + 2 * rows - 1:2, b + dx:b + dx + 2 * cols - 1:2]
-                   for dy in range(3) for dx in range(3)]                     # 9 x (C, rows, cols)
+            return context.new_zeros(c * k * k, 0)
+        for st in (2, 4):
+            a, b = int(ys[0]) % st, int(xs[0]) % st
+            rows, cols = (h - a + st - 1) // st, (w - b + st - 1) // st
+            if ys.numel() == rows * cols and bool(positions[a::st, b::st].all()):
+                win = [padded[:, a + dy:a + dy + st * (rows - 1) + 1:st, b + dx:b + dx + st * (cols - 1) + 1:st]
+                       for dy in range(k) for dx in range(k)]                 # k*k x (C, rows, cols)
+                break
         else:
-            win = [padded[:, ys + dy, xs + dx] for dy in range(3) for dx in range(3)]  # any other pattern
-        return torch.stack(win, 1).reshape(c * 9, -1)
+            win = [padded[:, ys + dy, xs + dx] for dy in range(k) for dx in range(k)]  # any other pattern
+        return torch.stack(win, 1).reshape(c * k * k, -1)
 
     def frequencies(self, stage: int, context: torch.Tensor, positions: torch.Tensor) -> np.ndarray:
         """context: (2D+1, h, w) int64; positions: (h, w) bool -> (N, K) frequencies (exact integers, float64)."""
-        x = self.gather_columns(context, positions)                      # (C*9, N)
+        x = self.gather_columns(context, positions, self.cfg.prior_kernel)  # (C*k*k, N)
         a = self._requant(self._dense(x, "conv1", stage), "conv1", stage, 0, 255)
         a = self._requant(self._dense(a, "conv2", stage), "conv2", stage, 0, 255)
         logits = self._requant(self._dense(a, "conv3", stage), "conv3", stage, -(1 << 20), 1 << 20)  # (K, N)

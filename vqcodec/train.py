@@ -164,14 +164,42 @@ def fit_klt(images, f: int, d: int, crops: int = 3200, crop: int = 64, seed: int
     return basis.float(), mean.float()
 
 
+@torch.no_grad()
+def start_from(model: VQAutoencoder, source: VQAutoencoder) -> None:
+    """Start `model` at a trained autoencoder `source` (an exported model's networks and codebooks).
+
+    The same transform is copied whole. A conv source goes into a klt-hybrid model's branches, with the linear
+    paths at zero (the decoder's bias at mid-grey): at step 0 the hybrid computes exactly what the source does,
+    and training adds what the linear paths are worth.
+    """
+    src, dst = source.cfg, model.cfg
+    if (src.channels, src.latent_dim, src.codebook_size, src.num_stages) != \
+            (dst.channels, dst.latent_dim, dst.codebook_size, dst.num_stages):
+        raise ValueError(f"cannot start from {src.name}: its channels, latent, codebook or stages differ")
+    if src.transform == dst.transform:
+        model.load_state_dict(source.state_dict())
+    elif (src.transform, dst.transform) == ("conv", "klt-hybrid"):
+        model.encoder.branch.load_state_dict(source.encoder.state_dict())
+        model.decoder.branch.load_state_dict(source.decoder.state_dict())
+        model.rvq.load_state_dict(source.rvq.state_dict())
+        for linear in (model.encoder.linear, model.decoder.linear):
+            linear.weight.zero_()
+            linear.bias.zero_()
+        model.decoder.linear.bias.fill_(0.5)  # the hybrid subtracts the branch's mid-grey
+    else:
+        raise ValueError(f"cannot start a {dst.transform} model from a {src.transform} one")
+
+
 def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, steps: int, batch_size: int = 8,
                       crop: int = 128, lr: float = 3e-4, device: str = "cpu", log=print, stop_at: float | None = None,
-                      slim: bool = False, copy_to: Path | None = None) -> VQAutoencoder:
+                      slim: bool = False, copy_to: Path | None = None,
+                      init: VQAutoencoder | None = None) -> VQAutoencoder:
     """Train (or resume) up to `steps`, with a checkpoint every 250 steps and at the end.
 
     stop_at (a time.time()): stop early, with a checkpoint, before a step that would end past it; the model's
     steps_done says how far it got. slim: checkpoints without the optimizer state (a resume starts Adam
-    afresh). copy_to: a second folder for the checkpoints.
+    afresh). copy_to: a second folder for the checkpoints. init: a trained autoencoder to start from
+    (`start_from`) when there is no checkpoint yet.
     """
     ckpt_path = out_dir / "autoencoder.ckpt"
     model = VQAutoencoder(cfg).to(device)
@@ -188,6 +216,9 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, steps: int, batch
         start = ck["step"]
         fresh_adam = "" if "optimizer" in ck else " (no optimizer state: fresh Adam)"
         log(f"resumed autoencoder from step {start}{fresh_adam}")
+    elif init is not None:
+        start_from(model, init.to(device))
+        log(f"started from the trained autoencoder of {init.cfg.name}")
     elif cfg.transform == "klt-hybrid":
         basis, mean = fit_klt(images, cfg.downsampling, cfg.latent_dim)
         model.set_linear_transform(basis.to(device), mean.to(device))

@@ -35,23 +35,33 @@ def export_model(codec_bytes: bytes, cfg: ModelConfig, report: dict, model_dir: 
 def run_training(data_dir: Path, out: Path, name: str, steps: int, prior_steps: int, batch_size: int,
                  crop: int, lr: float, prior_crops: int, device: str, config_json: str | None, echo=print,
                  prior_crop: int = 256, time_limit: float | None = None, autoencoder_only: bool = False,
-                 slim_checkpoints: bool = False, copy_checkpoints_to: Path | None = None):
-    """Train and export; with time_limit (seconds from here), stop cleanly with checkpoints before it."""
+                 slim_checkpoints: bool = False, copy_checkpoints_to: Path | None = None, init_from: str | None = None):
+    """Train and export; with time_limit (seconds from here), stop cleanly with checkpoints before it.
+
+    init_from: a trained model (shipped name or folder) whose autoencoder the training starts from, and whose
+    config is the base that config_json overrides."""
     t0 = time.time()
     stop_at = None if time_limit is None else t0 + time_limit
     device = pick_device(device)
     overrides = json.loads(config_json) if config_json else {}
     if not isinstance(overrides, dict):
         raise ValueError("--config must be a JSON object")
-    defaults = ModelConfig().to_dict()
-    k = overrides.get("codebook_size", defaults["codebook_size"])
-    defaults["coarse_sizes"] = [n for n in DEFAULT_COARSE_SIZES if isinstance(k, int) and n < k]
+    init = None
+    if init_from is not None:
+        from .codec import load_codec  # reads an exported model (needs constriction, as the export does)
+
+        init = load_codec(init_from).autoencoder.train()
+        defaults = init.cfg.to_dict()
+    else:
+        defaults = ModelConfig().to_dict()
+        k = overrides.get("codebook_size", defaults["codebook_size"])
+        defaults["coarse_sizes"] = [n for n in DEFAULT_COARSE_SIZES if isinstance(k, int) and n < k]
     cfg = ModelConfig.from_dict({**defaults, **overrides, "name": name})
     out.mkdir(parents=True, exist_ok=True)
     images = load_images(data_dir, crop)
     echo(f"{len(images)} training images from {data_dir}; device {device}; config {cfg}")
     ae = train_autoencoder(cfg, images, out, steps, batch_size=batch_size, crop=crop, lr=lr, device=device, log=echo,
-                           stop_at=stop_at, slim=slim_checkpoints, copy_to=copy_checkpoints_to)
+                           stop_at=stop_at, slim=slim_checkpoints, copy_to=copy_checkpoints_to, init=init)
     if ae.steps_done < steps:
         echo(f"time limit: stopped at autoencoder step {ae.steps_done} of {steps}, checkpoint saved; "
              "run the same command again to resume")
