@@ -24,6 +24,17 @@ def test_every_command_has_help(run):
             assert result.exit_code == 0 and "Usage:" in result.output, name
 
 
+def test_version_is_the_package_version(run):
+    """`vqcodec -V`, vqcodec.__version__ and the installed package's metadata agree (pyproject reads it)."""
+    from importlib.metadata import version
+
+    import vqcodec
+
+    result = run("--version")
+    assert result.exit_code == 0 and result.output == f"vqcodec, version {vqcodec.__version__}\n"
+    assert version("vqcodec") == vqcodec.__version__
+
+
 def test_compress_decompress_info(files, run, tmp_path):
     png, vq, model = files
     out = tmp_path / "out.png"

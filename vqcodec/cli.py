@@ -143,7 +143,7 @@ def library_errors(fn):
 
 
 @click.group(context_settings=CONTEXT)
-@click.version_option(__version__, "-V", "--version")
+@click.version_option(__version__, "-V", "--version", prog_name="vqcodec")
 def cli():
     """vqcodec: a learned image codec. Compress images to .vq files and back.
 

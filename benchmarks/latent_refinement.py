@@ -1,0 +1,91 @@
+"""Encoder-side refinement of the latents (issue 8, item 5), on training crops (not Kodak).
+
+    python benchmarks/latent_refinement.py [--model NAME] [--crops 16] [--iters 0,5,10,20] [--stages 1,2,3,5]
+
+The decoder and the prior stay as trained; only the encoder's choice changes. For each crop and number of
+stages q, the latent z starts at the encoder's output and takes `iters` Adam steps (lr 0.02 relative to the
+latent's RMS) on the pixel MSE of decode(RVQ_q(z)), through the quantizer by straight-through; the best z
+seen is kept. Reported: PSNR and the real payload bits (the integer prior coding the indices), against the
+plain encoder (iters 0), and the seconds it costs per megapixel. Writes benchmarks/results/latent_refinement.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def refine(ae, x, q: int, iters: int, lr: float = 0.02):
+    """x: (1, 3, H, W) -> indices (1, h, w, q) after `iters` steps of latent refinement."""
+    import torch
+
+    with torch.no_grad():
+        z0 = ae.encoder(x)
+    b, d, h, w = z0.shape
+    if iters == 0:
+        return ae.rvq.encode(ae._flatten(z0), q).reshape(b, h, w, q)
+    z = z0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=lr * float(z0.pow(2).mean().sqrt()))
+    best, best_idx = float("inf"), None
+    for _ in range(iters + 1):
+        flat = ae._flatten(z)
+        with torch.no_grad():
+            idx = ae.rvq.encode(flat, q)
+            zq = ae.rvq.decode(idx)
+        st = flat + (zq - flat).detach()
+        loss = (ae.decoder(ae._unflatten(st, b, h, w)) - x).pow(2).mean()
+        if loss.item() < best:
+            best, best_idx = loss.item(), idx
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return best_idx.reshape(b, h, w, q)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--crops", type=int, default=16)
+    ap.add_argument("--iters", default="0,5,10,20")
+    ap.add_argument("--stages", default="1,2,3,5")
+    ap.add_argument("--data", default="../shared/data/train")
+    ap.add_argument("--out", default="benchmarks/results/latent_refinement.json")
+    args = ap.parse_args()
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from compare_autoencoders import training_crops
+    from vqcodec.codec import load_codec
+    from vqcodec.coding import stream_bytes
+
+    torch.set_num_threads(1)
+    codec = load_codec(args.model)
+    ae = codec.autoencoder.eval()
+    for p in ae.parameters():
+        p.requires_grad_(False)
+    crops = training_crops(args.data)[:args.crops]                         # (N, 3, 256, 256)
+    pixels = crops.shape[0] * crops.shape[2] * crops.shape[3]
+    rows = []
+    for q in map(int, args.stages.split(",")):
+        for iters in map(int, args.iters.split(",")):
+            t0, se, bits = time.time(), 0.0, 0
+            for x in crops:
+                idx = refine(ae, x[None], q, iters)
+                bits += 8 * stream_bytes(codec.coder.encode(idx[0]))
+                with torch.no_grad():
+                    se += float((ae.decode_indices(idx) - x[None]).pow(2).mean((1, 2, 3)).sum())
+            # psnr of the mean squared error over crops, as compare_autoencoders.py
+            row = {"stages": q, "iters": iters, "bpp": round(bits / pixels, 4),
+                   "psnr": round(-10 * float(torch.log10(torch.tensor(se / len(crops)))), 3),
+                   "seconds_per_megapixel": round((time.time() - t0) / (pixels / 1e6), 2)}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    Path(args.out).write_text(json.dumps({"command": "python benchmarks/latent_refinement.py " + " ".join(sys.argv[1:]),
+                                          "model": codec.model_name, "crops": args.crops, "rows": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
