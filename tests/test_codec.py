@@ -187,6 +187,34 @@ def test_tiled_coding_gives_the_pixels_of_whole_image_coding(tiny_codec, photo_l
     assert np.abs(a - b).max() <= 1
 
 
+def test_effort_refines_the_latents_and_never_decodes_worse(tiny_codec, photo_like, tmp_path, run, tiny_model_dir):
+    """--effort: the encoder refines its latents against the decoded image; the decoder is unchanged."""
+    import vqcodec
+    from vqcodec.codec import _to_input
+
+    ae = tiny_codec.autoencoder
+    x = _to_input(np.asarray(photo_like.resize((64, 48)))[None], "cpu")    # (1, 3, 48, 64)
+    err = {}
+    for steps in (0, 4):
+        idx = ae.encode_indices(x, 3, refine_steps=steps)
+        err[steps] = float((ae.decode_indices(idx) - x).pow(2).mean())
+    assert err[4] <= err[0]  # step 0 is the encoder's own choice, and each image keeps its best step
+    coarse = torch.tensor([0, 3, 5])                                      # a coarse level stays inside its codes
+    assert set(ae.encode_indices(x, 1, coarse, refine_steps=3)[..., 0].unique().tolist()) <= set(coarse.tolist())
+
+    data = tiny_codec.compress(photo_like, 3, effort=2)
+    assert tiny_codec.decompress(data).size == photo_like.size and vqcodec.read_info(data).quality == 3
+    with pytest.raises(ValueError, match="effort must be from 0 to 2, not 3"):
+        tiny_codec.compress(photo_like, 3, effort=3)
+    png = tmp_path / "in.png"
+    photo_like.save(png)
+    ok = run("compress", png, tmp_path / "e.vq", "-q", 2, "--effort", 1, "--model", tiny_model_dir)
+    assert ok.exit_code == 0, ok.output
+    bad = run("compress", png, tmp_path / "f.vq", "-q", 2, "--effort", 5, "--model", tiny_model_dir)
+    assert bad.exit_code == 2 and "Invalid value for '--effort': 5 is not in the range 0<=x<=2." in bad.output
+    assert not (tmp_path / "f.vq").exists()
+
+
 def test_images_over_max_pixels_are_refused_before_decoding(tiny_codec, photo_like):
     data = tiny_codec.compress(photo_like, 1)
     with pytest.raises(ValueError, match="over the limit of 1000"):

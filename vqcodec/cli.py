@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from . import ALPHA_CHOICES, DEFAULT_QUALITY, METADATA_CHOICES, __version__
+from . import ALPHA_CHOICES, DEFAULT_QUALITY, EFFORT_STEPS, METADATA_CHOICES, __version__
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 IMAGE_FORMATS = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PPM", ".pgm": "PPM",
@@ -301,14 +301,18 @@ def _max_pixels_option():
               help="Which of the image's ICC profile, EXIF and XMP the file keeps.")
 @click.option("--alpha", type=click.Choice(list(ALPHA_CHOICES)), default="keep", show_default=True,
               help="Keep the alpha channel (transparency), or drop it.")
+@click.option("--effort", type=click.IntRange(0, len(EFFORT_STEPS) - 1), default=0, show_default=True,
+              help="Encoder effort: 0 = the encoder's own latents; 1, 2 = refine them against the decoded "
+                   f"image for {EFFORT_STEPS[1]} or {EFFORT_STEPS[2]} steps (about {EFFORT_STEPS[1] + 1} or "
+                   f"{EFFORT_STEPS[2] + 1} times the network time; the same decoder reads the file).")
 @_max_pixels_option()
 @click.option("--model", default=None, help="Shipped model name or model folder (default: the shipped default).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
 @click.option("--quiet", is_flag=True, help="Print nothing on success (no progress bar either).")
 @library_errors
-def compress(paths, output_dir, quality, target_bpp, target_size, metadata, alpha, max_pixels, model, device, force,
-             quiet):
+def compress(paths, output_dir, quality, target_bpp, target_size, metadata, alpha, effort, max_pixels, model, device,
+             force, quiet):
     """Compress an image (PNG, JPEG, ...) into a .vq file, or several into a folder.
 
     \b
@@ -331,7 +335,7 @@ def compress(paths, output_dir, quality, target_bpp, target_size, metadata, alph
         raise fail(f"--target-bpp must be above 0, not {target_bpp:g}")
     if target_size is not None and target_size < 1:
         raise fail(f"--target-size must be at least 1 byte, not {target_size}")
-    options = {"metadata": metadata, "alpha": alpha, "max_pixels": _max_pixels(max_pixels)}
+    options = {"metadata": metadata, "alpha": alpha, "max_pixels": _max_pixels(max_pixels), "effort": effort}
 
     if output_dir is None:
         src, dst = _two_paths(paths, "INPUT")

@@ -86,7 +86,7 @@ def _save(im: Image.Image, fp, filename) -> None:
     info = dict(im.encoderinfo)
     options = {"quality": info.pop("quality", DEFAULT_QUALITY), "model": info.pop("model", _options["model"]),
                "device": info.pop("device", _options["device"])}
-    for key in ("metadata", "alpha"):
+    for key in ("metadata", "alpha", "effort"):
         if key in info:
             options[key] = info.pop(key)
     fp.write(compress(im, **options))
