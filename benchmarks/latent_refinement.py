@@ -57,8 +57,15 @@ def main() -> None:
                    "seconds_per_megapixel": round((time.time() - t0) / (pixels / 1e6), 2)}
             print(json.dumps(row), flush=True)
             rows.append(row)
+    from vqcodec.bench.bdrate import bd_rate
+
+    curve = {i: [(r["bpp"], r["psnr"]) for r in rows if r["iters"] == i] for i in map(int, args.iters.split(","))}
+    anchor = list(zip(*curve[0]))
+    bd = {i: round(bd_rate(anchor[0], anchor[1], *zip(*pts)), 2) for i, pts in curve.items() if i != 0}
+    print("BD-rate (PSNR) against no refinement:", bd, flush=True)
     Path(args.out).write_text(json.dumps({"command": "python benchmarks/latent_refinement.py " + " ".join(sys.argv[1:]),
-                                          "model": codec.model_name, "crops": args.crops, "rows": rows}, indent=1) + "\n")
+                                          "model": codec.model_name, "crops": args.crops, "rows": rows,
+                                          "bd_rate_vs_no_refinement": bd}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -202,16 +202,16 @@ def test_effort_refines_the_latents_and_never_decodes_worse(tiny_codec, photo_li
     coarse = torch.tensor([0, 3, 5])                                      # a coarse level stays inside its codes
     assert set(ae.encode_indices(x, 1, coarse, refine_steps=3)[..., 0].unique().tolist()) <= set(coarse.tolist())
 
-    data = tiny_codec.compress(photo_like, 3, effort=2)
+    data = tiny_codec.compress(photo_like, 3, effort=1)
     assert tiny_codec.decompress(data).size == photo_like.size and vqcodec.read_info(data).quality == 3
-    with pytest.raises(ValueError, match="effort must be from 0 to 2, not 3"):
-        tiny_codec.compress(photo_like, 3, effort=3)
+    with pytest.raises(ValueError, match="effort must be from 0 to 1, not 2"):
+        tiny_codec.compress(photo_like, 3, effort=2)
     png = tmp_path / "in.png"
     photo_like.save(png)
     ok = run("compress", png, tmp_path / "e.vq", "-q", 2, "--effort", 1, "--model", tiny_model_dir)
     assert ok.exit_code == 0, ok.output
     bad = run("compress", png, tmp_path / "f.vq", "-q", 2, "--effort", 5, "--model", tiny_model_dir)
-    assert bad.exit_code == 2 and "Invalid value for '--effort': 5 is not in the range 0<=x<=2." in bad.output
+    assert bad.exit_code == 2 and "Invalid value for '--effort': 5 is not in the range 0<=x<=1." in bad.output
     assert not (tmp_path / "f.vq").exists()
 
 

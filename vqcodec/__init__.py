@@ -15,7 +15,8 @@ DEFAULT_QUALITY = 7
 DEFAULT_MAX_PIXELS = 1 << 27   # decoding and reading refuse larger images unless max_pixels says otherwise
 METADATA_CHOICES = ("all", "none", "icc", "exif", "xmp")   # what compress keeps of ICC / EXIF / XMP
 ALPHA_CHOICES = ("keep", "drop")
-EFFORT_STEPS = (0, 5, 10)      # --effort 0, 1, 2: encoder-side refinement steps per image (0: the encoder's latents)
+EFFORT_STEPS = (0, 5)         # --effort 0, 1: encoder-side refinement steps per image (0: the encoder's latents;
+                              # 10 steps measured no better than 5: benchmarks/README.md, "Encoder-side refinement")
 
 __all__ = ["compress", "decompress", "read_info", "DEFAULT_QUALITY", "DEFAULT_MAX_PIXELS", "__version__"]
 
@@ -27,8 +28,8 @@ def compress(image, quality: int = DEFAULT_QUALITY, model: str | Path | None = N
 
     quality runs from 1 (smallest file) to the model's number of levels; anything else is a ValueError.
     metadata: all | none | icc | exif | xmp (what is kept); alpha: keep | drop (drop says so in a note).
-    effort: 0 (fast), 1 or 2: the encoder refines its latents against the decoded image for EFFORT_STEPS[effort]
-    steps (slower encoding, same decoder).
+    effort: 0 (fast) or 1: the encoder refines its latents against the decoded image for EFFORT_STEPS[1] steps
+    (about 6 times slower encoding, the same decoder).
     """
     from .codec import load_codec
     return load_codec(model, device).compress(image, quality, metadata=metadata, alpha=alpha, max_pixels=max_pixels,

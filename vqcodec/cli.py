@@ -302,9 +302,9 @@ def _max_pixels_option():
 @click.option("--alpha", type=click.Choice(list(ALPHA_CHOICES)), default="keep", show_default=True,
               help="Keep the alpha channel (transparency), or drop it.")
 @click.option("--effort", type=click.IntRange(0, len(EFFORT_STEPS) - 1), default=0, show_default=True,
-              help="Encoder effort: 0 = the encoder's own latents; 1, 2 = refine them against the decoded "
-                   f"image for {EFFORT_STEPS[1]} or {EFFORT_STEPS[2]} steps (about {EFFORT_STEPS[1] + 1} or "
-                   f"{EFFORT_STEPS[2] + 1} times the network time; the same decoder reads the file).")
+              help="Encoder effort: 0 = the encoder's own latents; 1 = refine them against the decoded image "
+                   f"for {EFFORT_STEPS[-1]} steps (about {EFFORT_STEPS[-1] + 1} times the network time, "
+                   "a better image for a few % more bits; the same decoder reads the file).")
 @_max_pixels_option()
 @click.option("--model", default=None, help="Shipped model name or model folder (default: the shipped default).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)

@@ -139,7 +139,7 @@ class VQCodec:
         """A PIL image, a path or an image file's bytes -> the bytes of a .vq file.
 
         metadata: all | none | icc | exif | xmp (what is kept); alpha: keep | drop. notes, if given,
-        receives what was converted on the way (mode, orientation, depth, frames, alpha). effort: 0, 1, 2
+        receives what was converted on the way (mode, orientation, depth, frames, alpha). effort: 0 or 1
         (EFFORT_STEPS refinement steps of the latents against the decoded image; slower, same decoder)."""
         return self.compress_batch([image], quality, notes, metadata, alpha, max_pixels, effort)[0]
 
