@@ -102,9 +102,9 @@ def test_a_golden_file_of_the_default_model_decodes_to_its_exact_indices():
     assert psnr(original, vqcodec.decompress(data)) == pytest.approx(GOLDEN_PSNR, abs=0.1)
 
 
-GOLDEN_FILE = "vqf8-v3_kodim23_crop_q3.vq"
-GOLDEN_INDEX_SHA256 = "811d06dbc95359fda162999a218518ad6cf803eec1303b785c8e2fe366a92182"
-GOLDEN_PSNR = 29.45
+GOLDEN_FILE = "vqf8-v4_kodim23_crop_q3.vq"
+GOLDEN_INDEX_SHA256 = "ea6aa85f076f4b34df6a6f50fca03d4afc7a3184befa950e34dbbcfe33208d7d"
+GOLDEN_PSNR = 30.76
 
 
 def test_a_format_1_file_gets_a_clear_error():
@@ -113,6 +113,17 @@ def test_a_format_1_file_gets_a_clear_error():
 
     data = (ROOT / "tests" / "golden" / "vqf8-v2_kodim23_crop_q3_format1.vq").read_bytes()
     with pytest.raises(ValueError, match=r"format version 1, which vqcodec 0\.1\.x reads"):
+        vqcodec.decompress(data)
+
+
+def test_a_file_of_a_retired_model_names_the_version_that_reads_it():
+    """vqf8-v3 shipped with vqcodec 0.2 (format 2); its files get a clear error, not a guess."""
+    import vqcodec
+
+    data = (ROOT / "tests" / "golden" / "vqf8-v3_kodim23_crop_q3_retired.vq").read_bytes()
+    assert vqcodec.read_info(data).model_name == "vqf8-v3"
+    with pytest.raises(ValueError, match=r"needs model vqf8-v3, which this vqcodec no longer ships; "
+                                         r"vqcodec 0\.2\.0 decodes it \(pip install vqcodec==0\.2\.0\)"):
         vqcodec.decompress(data)
 
 
