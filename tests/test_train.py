@@ -32,6 +32,12 @@ def test_train_resume_export_and_use(tmp_path):
     assert report["uniform_bits_per_index"] == 4.0 and report["coded_bits_per_index"] > 0
     again = runner.invoke(cli, args, catch_exceptions=False)  # everything is done: resumes and re-exports
     assert again.exit_code == 0 and "resumed autoencoder from step 3" in again.output
+    assert "another autoencoder step" not in again.output  # same step: its indices and prior are reused
+    more = runner.invoke(cli, [a if a != "3" else "4" for a in args[:8]] + args[8:], catch_exceptions=False)
+    assert more.exit_code == 0 and "resumed autoencoder from step 3" in more.output
+    assert "indices.pt is from another autoencoder step: collecting the indices again" in more.output
+    assert "prior.ckpt is from another autoencoder step: training the prior afresh" in more.output
+    assert json.loads((model_dir / "training_report.json").read_text())["autoencoder_steps"] == 4
 
     vq = tmp_path / "x.vq"
     for quality in (1, 3):  # quality 1: the coarse level (stage 0 limited to 4 codes)

@@ -369,10 +369,11 @@ def random_subgrids(indices: torch.Tensor, size: int, gen: torch.Generator) -> t
 
 def train_prior(model: VQAutoencoder, indices: torch.Tensor, out_dir: Path, float_steps: int, qat_steps: int,
                 batch_size: int = 16, grid: int = 16, lr: float = 2e-3, device: str = "cpu", log=print,
-                stop_at: float | None = None, copy_to: Path | None = None):
+                stop_at: float | None = None, copy_to: Path | None = None, autoencoder_step: int | None = None):
     """Train the prior in float, then quantisation-aware; returns (PriorNet, IntegerPrior, report dict).
 
     stop_at, copy_to: as for train_autoencoder; a stop before the end saves a checkpoint and returns None.
+    autoencoder_step: stored in the checkpoint; a checkpoint of another step is not resumed (its indices differ).
     """
     cfg = model.cfg
     codebooks = [vq.codebook.detach().to(device) for vq in model.rvq.stages]
@@ -385,6 +386,9 @@ def train_prior(model: VQAutoencoder, indices: torch.Tensor, out_dir: Path, floa
     opt = torch.optim.Adam(prior.parameters(), lr=lr)
     start, report = 0, {}
     ck = load_checkpoint(ckpt_path, device)
+    if ck is not None and ck.get("autoencoder_step") != autoencoder_step:
+        log("prior.ckpt is from another autoencoder step: training the prior afresh")
+        ck = None
     if ck is not None:
         prior.load_state_dict(ck["prior"])
         opt.load_state_dict(ck["optimizer"])
@@ -395,7 +399,8 @@ def train_prior(model: VQAutoencoder, indices: torch.Tensor, out_dir: Path, floa
     bar = tqdm(range(start, total), initial=start, total=total, desc="prior", unit="step", mininterval=10)
 
     def checkpoint(step: int) -> None:
-        state = dict(prior=prior.state_dict(), optimizer=opt.state_dict(), step=step, report=json.dumps(report))
+        state = dict(prior=prior.state_dict(), optimizer=opt.state_dict(), step=step, report=json.dumps(report),
+                     autoencoder_step=autoencoder_step)
         save_checkpoint(ckpt_path, state, copy_to)
 
     step_s = 0.0

@@ -69,14 +69,19 @@ def run_training(data_dir: Path, out: Path, name: str, steps: int, prior_steps: 
     if autoencoder_only:
         echo(f"autoencoder trained to step {steps}; no prior and no export (--autoencoder-only)")
         return
+    # the indices and the prior belong to the autoencoder of this step: after more steps, both start afresh
     indices_path = out / "indices.pt"
-    if indices_path.exists():
-        indices = torch.load(indices_path, weights_only=True)
+    saved = torch.load(indices_path, weights_only=True) if indices_path.exists() else None
+    if isinstance(saved, dict) and saved.get("autoencoder_step") == ae.steps_done:
+        indices = saved["indices"]
     else:
+        if saved is not None:
+            echo("indices.pt is from another autoencoder step: collecting the indices again")
         indices = collect_indices(ae, images, prior_crops, crop=prior_crop, device=device)
-        torch.save(indices, indices_path)
+        torch.save({"indices": indices, "autoencoder_step": ae.steps_done}, indices_path)
     trained = train_prior(ae, indices, out, float_steps=prior_steps, qat_steps=max(1, prior_steps // 3),
-                          device=device, log=echo, stop_at=stop_at, copy_to=copy_checkpoints_to)
+                          device=device, log=echo, stop_at=stop_at, copy_to=copy_checkpoints_to,
+                          autoencoder_step=ae.steps_done)
     if trained is None:
         echo("time limit: stopped while training the prior, checkpoint saved; run the same command again to resume")
         return
