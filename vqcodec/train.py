@@ -173,8 +173,7 @@ def start_from(model: VQAutoencoder, source: VQAutoencoder) -> None:
     and training adds what the linear paths are worth.
     """
     src, dst = source.cfg, model.cfg
-    if (src.channels, src.latent_dim, src.codebook_size, src.num_stages) != \
-            (dst.channels, dst.latent_dim, dst.codebook_size, dst.num_stages):
+    if autoencoder_fields(src)[:-1] != autoencoder_fields(dst)[:-1]:  # all but the transform
         raise ValueError(f"cannot start from {src.name}: its channels, latent, codebook or stages differ")
     if src.transform == dst.transform:
         model.load_state_dict(source.state_dict())
