@@ -50,6 +50,33 @@ def test_prior_tables_identical_across_thread_counts():
     assert np.array_equal(tables[0], tables[1])
 
 
+@pytest.mark.parametrize("kernel,passes", [(3, 4), (5, 6)])
+def test_fast_prior_tables_equal_the_integer_definition(kernel, passes):
+    """frequencies (float32 products, float64 requantisation) == frequencies_reference (int64, shifts)."""
+    cfg = TINY.__class__(**{**TINY.to_dict(), "prior_kernel": kernel, "prior_passes": passes})
+    for seed in (0, 1):
+        prior = integer_prior(cfg, seed)
+        assert set(prior.fast) == {"conv1", "conv2", "conv3"}
+        rng = np.random.default_rng(seed)
+        ctx = torch.from_numpy(rng.integers(-127, 128, (2 * cfg.latent_dim + 1, 19, 23)))
+        for stage in range(cfg.num_stages):
+            for mask in pass_masks(19, 23, passes):
+                fast = prior.frequencies(stage, ctx, mask)
+                assert fast.flags.c_contiguous and fast.dtype == np.float64
+                assert np.array_equal(fast, prior.frequencies_reference(stage, ctx, mask))
+
+
+def test_a_prior_outside_the_fast_paths_bound_uses_the_integer_definition():
+    prior = integer_prior(TINY)
+    t = prior.tensors()
+    t["conv3.mult"] = t["conv3.mult"] << 30  # (acc + bias) * mult could pass 2**53
+    big = type(prior)(TINY, t)
+    assert big.fast == {}
+    ctx = torch.from_numpy(np.random.default_rng(5).integers(-127, 128, (2 * TINY.latent_dim + 1, 8, 8)))
+    mask = pass_masks(8, 8, 4)[1]
+    assert np.array_equal(big.frequencies(0, ctx, mask), big.frequencies_reference(0, ctx, mask))
+
+
 def test_prior_uses_context():
     prior = integer_prior(TINY)
     h = w = 6

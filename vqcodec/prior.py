@@ -182,11 +182,23 @@ class IntegerPrior:
         self.t = {k: v.to(torch.int64) for k, v in tensors.items()}
         self.exp = self.t["exp_table"]
         self.exp_f64 = self.exp.double()  # integers below 2**17: exact
-        self.w_gemm = {}
+        self.exp_np = self.exp_f64.cpu().numpy()
+        self.w_gemm, self.fast = {}, {}
         for name, max_input in (("conv1", 127), ("conv2", 255), ("conv3", 255)):
             w = self.t[f"{name}.weight"].flatten(2)                       # (S, C_out, C_in*k*k)
             bound = int(w.abs().sum(2).max()) * max_input                  # largest possible |partial sum|
             self.w_gemm[name] = w.float() if bound < 2 ** 24 else w.double()
+            # the fast path (frequencies): requantisation in float64, exact while every (acc + bias) * mult
+            # + 2**23 is an integer below 2**53; its largest logit tells whether the clamp can bind
+            bias, mult = self.t[f"{name}.bias"], self.t[f"{name}.mult"]
+            top = (bound + int(bias.abs().max())) * int(mult.abs().max()) + (1 << (REQUANT_SHIFT - 1))
+            if bound < 2 ** 24 and top < 2 ** 53:
+                w32 = w.float().transpose(1, 2).contiguous() if name == "conv3" else w.float()
+                step = 2.0 ** -REQUANT_SHIFT                               # exact: a power of two
+                self.fast[name] = (w32, mult.double() * step, (bias * mult + (1 << (REQUANT_SHIFT - 1))).double() * step,
+                                   top >> REQUANT_SHIFT)
+        if len(self.fast) < 3:
+            self.fast = {}
 
     @classmethod
     def from_float(cls, prior: PriorNet, codebooks: list[torch.Tensor]) -> "IntegerPrior":
@@ -270,7 +282,34 @@ class IntegerPrior:
         return torch.stack(win, 1).reshape(c * k * k, -1)
 
     def frequencies(self, stage: int, context: torch.Tensor, positions: torch.Tensor) -> np.ndarray:
-        """context: (2D+1, h, w) int64; positions: (h, w) bool -> (N, K) frequencies (exact integers, float64)."""
+        """context: (2D+1, h, w) int64; positions: (h, w) bool -> (N, K) frequencies (exact integers, float64).
+
+        The fast path computes exactly what frequencies_reference does, with fewer passes over memory:
+        activations stay float32 (integers of at most 8 bits), and the requantisation
+        floor((acc + bias) * mult + 2**23) / 2**24) is one float64 multiply-add and a floor, on integers below
+        2**53 (checked per layer from the weights in __init__): exact, with or without FMA. The logits come
+        out (N, K), already in the coder's row order.
+        """
+        if not self.fast:
+            return self.frequencies_reference(stage, context, positions)
+        x = self.gather_columns(context.float(), positions, self.cfg.prior_kernel)  # (C*k*k, N) float32
+        for name in ("conv1", "conv2"):
+            w, mult, offset, _ = self.fast[name]
+            with torch.autocast(x.device.type, enabled=False):
+                acc = (w[stage] @ x).double()                                    # (C_out, N), exact
+            x = torch.addcmul(offset[stage][:, None], acc, mult[stage][:, None]).floor_().clamp_(0, 255).float()
+        w, mult, offset, top = self.fast["conv3"]
+        with torch.autocast(x.device.type, enabled=False):
+            acc = (x.t() @ w[stage]).double()                                    # (N, K), exact
+        logits = torch.addcmul(offset[stage], acc, mult[stage]).floor_()
+        if top >= 1 << 20:
+            logits.clamp_(-(1 << 20), 1 << 20)
+        d = (logits.amax(1, keepdim=True) - logits).clamp_max_(len(self.exp) - 1)
+        return self.exp_np[d.long().cpu().numpy()]                              # (N, K)
+
+    def frequencies_reference(self, stage: int, context: torch.Tensor, positions: torch.Tensor) -> np.ndarray:
+        """The integer definition of the tables (int64 accumulators, shifts), used where the fast path's
+        float64 bound does not hold, and by the tests as its reference."""
         x = self.gather_columns(context, positions, self.cfg.prior_kernel)  # (C*k*k, N)
         a = self._requant(self._dense(x, "conv1", stage), "conv1", stage, 0, 255)
         a = self._requant(self._dense(a, "conv2", stage), "conv2", stage, 0, 255)
