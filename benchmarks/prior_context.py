@@ -1,9 +1,10 @@
 """Prior contexts compared at equal steps on a trained model's indices (training crops, not Kodak).
 
-    python benchmarks/prior_context.py --model vqf8-v3 --arms k3p4,k5p4,k5p6 --steps 1500 [--crops 600]
+    python benchmarks/prior_context.py --model vqf8-v3 --arms k3p4,k5p4,k5p6,k3p4+s0k5p6 --steps 1500 [--crops 600]
 
 Each arm is a float PriorNet (`vqcodec.prior`) with a k x k context (`prior_kernel`) and a decoding
-schedule of P passes (`prior_passes`: 4 = the 2x2 schedule, 6 = a 4x4 lattice first), trained the way
+schedule of P passes (`prior_passes`: 4 = the 2x2 schedule, 6 = a 4x4 lattice first); "+s0k5p6" gives stage 0
+its own (`stage0_prior_kernel`, `stage0_prior_passes`). Trained the way
 `vqcodec train` trains the prior's float phase (Adam, lr 2e-3 cosine, batch 16 of 16x16 index grids) on
 the indices of random 256x256 training crops under the model's autoencoder, then scored on held-out crops
 (1/20): cross-entropy in bits per index, per stage and per pass. One thread per arm.
@@ -26,19 +27,19 @@ def score(prior, codebooks, indices):
 
     from vqcodec.prior import training_contexts
 
-    p_count = prior.cfg.prior_passes
+    p_count = max(prior.cfg.stage_prior(t)[1] for t in range(prior.cfg.num_stages))
     s_count = prior.cfg.num_stages
-    bits, n = torch.zeros(p_count, s_count, dtype=torch.float64), torch.zeros(p_count, dtype=torch.float64)
+    bits, n = torch.zeros(p_count, s_count, dtype=torch.float64), torch.zeros(p_count, s_count, dtype=torch.float64)
     with torch.no_grad():
         for i in range(len(indices)):
-            ctx, tgt, sel = training_contexts(prior, codebooks, indices[i:i + 1])   # B' = P
+            ctx, tgt, sel = training_contexts(prior, codebooks, indices[i:i + 1])   # B' = P_max
             logp = torch.log_softmax(prior(ctx), dim=2)
             nll = -logp.gather(2, tgt[:, :, None]).squeeze(2)                      # (P, S, h, w)
             bits += (nll * sel[:, :, 0]).sum((2, 3)).double() / math.log(2)
-            n += sel.sum((1, 2, 3, 4)).double()
-    per_stage = bits.sum(0) / n.sum()
-    per_pass = bits.sum(1) / (n * s_count)
-    return per_stage.tolist(), per_pass.tolist(), float(bits.sum() / (n.sum() * s_count))
+            n += sel.sum((2, 3, 4)).double()                                       # (P, S)
+    per_stage = bits.sum(0) / n.sum(0)
+    per_pass = bits.sum(1) / n.sum(1)                  # pooled over the stages that have the pass
+    return per_stage.tolist(), per_pass.tolist(), float(bits.sum() / n.sum())
 
 
 def main() -> None:
@@ -66,8 +67,11 @@ def main() -> None:
     scale = choose_input_scale(codebooks, train[:64])
     rows = []
     for arm in args.arms.split(","):
-        kernel, passes = int(arm[1]), int(arm[3:])
-        cfg = dataclasses.replace(ae.cfg, prior_kernel=kernel, prior_passes=passes)
+        base, _, first = arm.partition("+s0")                    # e.g. k3p4, or k3p4+s0k5p6: stage 0's own
+        kernel, passes = int(base[1]), int(base[3:])
+        k0, p0 = (int(first[1]), int(first[3:])) if first else (0, 0)
+        cfg = dataclasses.replace(ae.cfg, prior_kernel=kernel, prior_passes=passes, stage0_prior_kernel=k0,
+                                  stage0_prior_passes=p0)
         torch.manual_seed(0)
         prior = PriorNet(cfg, scale)
         prior.quantize = False
@@ -79,15 +83,17 @@ def main() -> None:
                 g["lr"] = cosine_lr(step, args.steps, 2e-3, warmup=50)
             pick = torch.randint(0, len(train), (16,), generator=gen)
             grids = random_subgrids(train[pick], 16, gen)
-            pass_index = torch.randint(0, passes, (16,), generator=gen)
+            pass_index = torch.stack([torch.randint(0, cfg.stage_prior(t)[1], (16,), generator=gen)
+                                      for t in range(cfg.num_stages)], 1)              # (16, S)
             ctx, tgt, sel = training_contexts(prior, codebooks, grids, pass_index)
             nll = -torch.log_softmax(prior(ctx), dim=2).gather(2, tgt[:, :, None]).squeeze(2)
-            loss = (nll * sel[:, :, 0]).sum() / (sel.sum() * nll.shape[1]) / math.log(2)
+            loss = (nll * sel[:, :, 0]).sum() / sel.sum() / math.log(2)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         per_stage, per_pass, total = score(prior, codebooks, val)
-        row = {"arm": arm, "prior_kernel": kernel, "prior_passes": passes, "steps": args.steps,
+        row = {"arm": arm, "prior_kernel": kernel, "prior_passes": passes, "stage0_prior_kernel": k0,
+               "stage0_prior_passes": p0, "steps": args.steps,
                "train_seconds": round(time.time() - t0), "bits_per_index": round(total, 4),
                "per_stage": [round(b, 3) for b in per_stage], "per_pass": [round(b, 3) for b in per_pass]}
         print(json.dumps(row), flush=True)

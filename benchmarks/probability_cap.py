@@ -37,7 +37,7 @@ def main() -> None:
 
     from compare_autoencoders import training_crops
     from vqcodec.codec import load_codec
-    from vqcodec.prior import build_context, pass_masks
+    from vqcodec.prior import build_context, known_before, stage_masks
 
     codec = load_codec()
     prior, cfg = codec.prior, codec.cfg
@@ -49,12 +49,13 @@ def main() -> None:
         idx = codec.autoencoder.encode_indices(crops[i:i + 8], cfg.num_stages)   # (B, h, w, S)
         for one in idx:
             h, w, s_all = one.shape
-            masks = pass_masks(h, w, cfg.prior_passes)
-            known = (torch.cumsum(masks.long(), 0) - masks.long())[:, None]
+            schedule = stage_masks(cfg, h, w)                      # per stage: (P_s, h, w)
             prev = torch.zeros(cfg.latent_dim, h, w, dtype=torch.int64)
             count += h * w
             for s in range(s_all):
                 cur = prior.input_vectors(s, one[..., s])
+                masks = schedule[s]
+                known = known_before(masks)[:, None].long()
                 for p in range(masks.shape[0]):
                     ctx = build_context(prior.to_input(prev), prior.to_input(cur), known[p])
                     f = prior.frequencies(s, ctx, masks[p])

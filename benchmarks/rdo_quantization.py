@@ -26,7 +26,7 @@ def rdo_indices(coder, codebooks, z, stages: int, lam: float):
 
     prior = coder.prior
     h, w, _ = z.shape
-    masks, known = coder._schedule(h, w)
+    schedule = coder._schedule(h, w)                                          # per stage: (masks, known)
     residual = z.float().clone()                                              # (h, w, D)
     prev = torch.zeros(prior.cfg.latent_dim, h, w, dtype=torch.int64)
     out = torch.zeros(h, w, stages, dtype=torch.int64)
@@ -34,6 +34,7 @@ def rdo_indices(coder, codebooks, z, stages: int, lam: float):
         for s in range(stages):
             cb = codebooks[s].float()                                         # (K, D)
             current = torch.zeros(h, w, dtype=torch.int64)
+            masks, known = schedule[s]
             for p in range(masks.shape[0]):
                 freqs = cap_probabilities(coder._tables(s, prev, prior.input_vectors(s, current), known[p], masks[p]))
                 bits = torch.from_numpy(np.log2(freqs.sum(1, keepdims=True)) - np.log2(freqs)).float()  # (N, K)

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from klt_baseline import heldout_crops, kodak_images  # noqa: E402  (the same image sets)
 
 from vqcodec.codec import load_codec  # noqa: E402
-from vqcodec.prior import build_context, pass_masks  # noqa: E402
+from vqcodec.prior import build_context, known_before, stage_masks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,30 +45,33 @@ def psnr(ref: np.ndarray, out: torch.Tensor) -> float:
 
 
 def index_bits(prior, indices: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """indices (h, w, S) -> (ideal code length in bits (S, passes), indices per pass (passes,)):
+    """indices (h, w, S) -> (ideal code length in bits (S, passes), indices per pass (S, passes)):
     the loop of IndexCoder.encode."""
     h, w, s_total = indices.shape
-    masks = pass_masks(h, w, prior.cfg.prior_passes)                     # (P, h, w)
-    known = (torch.cumsum(masks.long(), 0) - masks.long())[:, None]      # (P, 1, h, w) decoded before pass p
-    bits = np.zeros((s_total, masks.shape[0]))
+    schedule = stage_masks(prior.cfg, h, w)[:s_total]                   # per stage: (P_s, h, w)
+    bits = np.zeros((s_total, max(len(m) for m in schedule)))           # a stage's missing passes: 0 bits
+    counts = np.zeros_like(bits)
     prev = torch.zeros(prior.cfg.latent_dim, h, w, dtype=torch.int64)
     for s in range(s_total):
         cur = prior.input_vectors(s, indices[..., s])
+        masks = schedule[s]
+        known = known_before(masks)[:, None].long()                      # (P, 1, h, w) decoded before pass p
         for p in range(masks.shape[0]):
             ctx = build_context(prior.to_input(prev), prior.to_input(cur), known[p])
             freqs = prior.frequencies(s, ctx, masks[p])                  # (N, K) integers in float64
             symbols = indices[..., s][masks[p]].numpy()
             prob = freqs[np.arange(len(symbols)), symbols] / freqs.sum(1)
             bits[s, p] = float(-np.log2(prob).sum())
+            counts[s, p] = len(symbols)
         prev = prev + cur
-    return bits, masks.flatten(1).sum(1).numpy()
+    return bits, counts
 
 
 def measure(codec, images: list[np.ndarray]) -> dict:
     ae, prior = codec.autoencoder, codec.prior
     f, s_total, k = codec.cfg.downsampling, codec.cfg.num_stages, codec.cfg.codebook_size
-    db_unq, db_stages, bits, n_indices = [], [], np.zeros((s_total, codec.cfg.prior_passes)), 0
-    per_pass = np.zeros(codec.cfg.prior_passes)
+    db_unq, db_stages, bits, n_indices = [], [], 0.0, 0
+    per_pass = 0.0
     bits_per_image = []
     hist = np.zeros((s_total, k))
     for img in images:
@@ -97,7 +100,7 @@ def measure(codec, images: list[np.ndarray]) -> dict:
         gain = psnr_q[s] - (psnr_q[s - 1] if s else float("nan"))
         stages.append({
             "stage": s + 1, "psnr_after": float(psnr_q[s]), "psnr_gain_db": None if s == 0 else float(gain),
-            "bits_per_index": float(bpi[s]), "bits_per_index_by_pass": (bits[s] / per_pass).tolist(),
+            "bits_per_index": float(bpi[s]), "bits_per_index_by_pass": (bits[s][per_pass[s] > 0] / per_pass[s][per_pass[s] > 0]).tolist(),
             "fraction_of_raw": float(bpi[s] / math.log2(k)), "bpp": float(bpi[s] / (f * f)),
             "cumulative_bpp": float(cum_bpp[s]),
             "db_per_bpp": None if s == 0 else float(gain / (bpi[s] / (f * f))),

@@ -22,11 +22,16 @@ def integer_prior(cfg: ModelConfig, seed: int = 0) -> IntegerPrior:
     c_in = 2 * d + 1
     ints = lambda lo, hi, shape: torch.from_numpy(rng.integers(lo, hi, shape)).to(torch.int64)
     t = {"codebooks": ints(-400, 400, (s, k, d))}
-    kk = cfg.prior_kernel
+    kk = max(cfg.prior_kernels)
     for name, shape in (("conv1", (hdn, c_in, kk, kk)), ("conv2", (hdn, hdn, 1, 1)), ("conv3", (k, hdn, 1, 1))):
         t[f"{name}.weight"] = ints(-127, 128, (s,) + shape)
         t[f"{name}.bias"] = ints(-2000, 2000, (s, shape[0]))
         t[f"{name}.mult"] = ints(1 << 14, 1 << 17, (s, shape[0]))
+    for stage, kt in enumerate(cfg.prior_kernels):  # a stage with a smaller window: zeros around it
+        o = (kk - kt) // 2
+        window = t["conv1.weight"][stage, :, :, o:o + kt, o:o + kt].clone()
+        t["conv1.weight"][stage] = 0
+        t["conv1.weight"][stage, :, :, o:o + kt, o:o + kt] = window
     t["exp_table"] = torch.from_numpy(exp_table())
     return IntegerPrior(cfg, t)
 

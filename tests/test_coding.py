@@ -66,6 +66,36 @@ def test_fast_prior_tables_equal_the_integer_definition(kernel, passes):
                 assert np.array_equal(fast, prior.frequencies_reference(stage, ctx, mask))
 
 
+def test_stage_0_with_its_own_window_and_schedule_round_trips():
+    """stage0_prior_kernel / stage0_prior_passes: stage 0 coded in 6 passes with a 5x5 window, the others in
+    the 2x2 schedule with 3x3; the tables of stage 0 depend on neighbours two positions away."""
+    cfg = TINY.__class__(**{**TINY.to_dict(), "stage0_prior_kernel": 5, "stage0_prior_passes": 6})
+    prior = integer_prior(cfg)
+    assert cfg.prior_kernels == [5, 3, 3] and [cfg.stage_prior(t)[1] for t in range(3)] == [6, 4, 4]
+    coder = IndexCoder(prior)
+    indices = torch.from_numpy(np.random.default_rng(8).integers(0, 16, (11, 9, 3)))
+    streams = coder.encode(indices)
+    assert torch.equal(coder.decode(streams, 11, 9).long(), indices)
+    # the (2, 2) lattice pass of stage 0 sees the (0, 0) lattice two positions away
+    (masks, known), prev = coder._schedule(8, 8)[0], torch.zeros(cfg.latent_dim, 8, 8, dtype=torch.int64)
+    tables = []
+    for value in (0, 7):
+        cur = prior.input_vectors(0, torch.full((8, 8), value))
+        tables.append(coder._tables(0, prev, cur, known[1], masks[1]))
+    assert not np.array_equal(*tables)
+    # and a 3x3 stage's weights must be zero outside its window
+    t = prior.tensors()
+    t["conv1.weight"][1, 0, 0, 0, 0] = 1
+    with pytest.raises(ValueError, match="outside its 3x3 window"):
+        type(prior)(cfg, t)
+
+
+@pytest.mark.parametrize("field,value", [("stage0_prior_kernel", 4), ("stage0_prior_passes", 3)])
+def test_stage_0_prior_settings_are_checked(field, value):
+    with pytest.raises(ValueError, match=field):
+        TINY.__class__(**{**TINY.to_dict(), field: value})
+
+
 def test_a_prior_outside_the_fast_paths_bound_uses_the_integer_definition():
     prior = integer_prior(TINY)
     t = prior.tensors()
@@ -100,15 +130,17 @@ def test_pass_masks_partition_the_grid():
     assert torch.equal(six[3:], pass_masks(8, 8, 4)[1:])
 
 
-@pytest.mark.parametrize("kernel,passes", [(3, 4), (5, 4), (5, 6)])
-def test_integer_prior_computes_what_the_trained_network_does(kernel, passes):
+@pytest.mark.parametrize("kernel,passes,first", [(3, 4, (0, 0)), (5, 4, (0, 0)), (5, 6, (0, 0)), (3, 4, (5, 6))])
+def test_integer_prior_computes_what_the_trained_network_does(kernel, passes, first):
     """IntegerPrior.from_float against the quantisation-aware PriorNet it came from, on every pass: the same
-    windows (k x k, zero-padded at the edges) and nearly the same probabilities (only roundings differ)."""
+    windows (k x k, zero-padded at the edges; stage 0's own with `first`) and nearly the same probabilities
+    (only roundings differ)."""
     import dataclasses
 
     from vqcodec.prior import IntegerPrior, PriorNet, training_contexts
 
-    cfg = dataclasses.replace(TINY, prior_kernel=kernel, prior_passes=passes)
+    cfg = dataclasses.replace(TINY, prior_kernel=kernel, prior_passes=passes, stage0_prior_kernel=first[0],
+                              stage0_prior_passes=first[1])
     torch.manual_seed(0)
     codebooks = [torch.randn(cfg.codebook_size, cfg.latent_dim) for _ in range(cfg.num_stages)]
     net = PriorNet(cfg, input_scale=16.0)
@@ -119,11 +151,13 @@ def test_integer_prior_computes_what_the_trained_network_does(kernel, passes):
         probs = torch.softmax(net(ctx), dim=2)                                 # (P, S, K, h, w)
     int_prior = IntegerPrior.from_float(net, codebooks)
     coder = IndexCoder(int_prior)
-    masks, known = coder._schedule(9, 11)
+    schedule = coder._schedule(9, 11)
+    assert [len(m) for m, _ in schedule] == [cfg.stage_prior(t)[1] for t in range(cfg.num_stages)]
     prev = torch.zeros(cfg.latent_dim, 9, 11, dtype=torch.int64)
     for s in range(cfg.num_stages):
         cur = int_prior.input_vectors(s, indices[0, ..., s])
-        for p in range(passes):
+        masks, known = schedule[s]
+        for p in range(len(masks)):
             freqs = coder._tables(s, prev, cur, known[p], masks[p])             # (N, K)
             got = torch.from_numpy(freqs / freqs.sum(1, keepdims=True))
             want = probs[p, s][:, masks[p]].t().double()                       # (N, K), row-major positions

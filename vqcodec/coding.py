@@ -1,6 +1,6 @@
 """Index grids <-> payload bytes: the integer prior's tables driving the range coder (the exact part).
 
-Order: stage 0..q-1; within a stage, the passes of the 2x2 schedule; within a pass, row-major positions.
+Order: stage 0..q-1; within a stage, the passes of its schedule (ModelConfig.stage_prior); within a pass, row-major positions.
 The prior is evaluated once per (stage, pass): q * passes evaluations, whatever the image size.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 
 from .container import FormatError
 from .entropy import SymbolDecoder, SymbolEncoder, cross_entropy_bits
-from .prior import IntegerPrior, build_context, pass_masks
+from .prior import IntegerPrior, build_context, known_before, stage_masks
 
 
 @contextmanager
@@ -80,9 +80,12 @@ class IndexCoder:
         self.device = prior.t["exp_table"].device
 
     def _schedule(self, h: int, w: int):
-        masks = pass_masks(h, w, self.prior.cfg.prior_passes).to(self.device)  # (P, h, w)
-        known = (torch.cumsum(masks.long(), 0) - masks.long())[:, None]         # (P, 1, h, w)
-        return masks, known
+        """Per stage: (masks (P_s, h, w) bool, known (P_s, 1, h, w) int64 before each pass)."""
+        out = []
+        for masks in stage_masks(self.prior.cfg, h, w):
+            masks = masks.to(self.device)
+            out.append((masks, known_before(masks)[:, None].long()))
+        return out
 
     def _tables(self, stage: int, prev: torch.Tensor, cur: torch.Tensor, known: torch.Tensor, mask: torch.Tensor):
         ctx = build_context(self.prior.to_input(prev), self.prior.to_input(cur), known)
@@ -111,11 +114,12 @@ class IndexCoder:
 
     def _encode_tile(self, indices, timings, stats, coarse):
         h, w, q = indices.shape
-        masks, known = self._schedule(h, w)
+        schedule = self._schedule(h, w)
         prev = torch.zeros(self.prior.cfg.latent_dim, h, w, dtype=torch.int64, device=self.device)
         for s in range(q):
             enc = SymbolEncoder()
             cur = self.prior.input_vectors(s, indices[..., s])
+            masks, known = schedule[s]
             for p in range(masks.shape[0]):
                 with timer(timings, "prior_s"):
                     freqs = self._tables(s, prev, cur, known[p], masks[p])
@@ -143,7 +147,7 @@ class IndexCoder:
         return out
 
     def _decode_tile(self, streams, h, w, timings, coarse) -> torch.Tensor:
-        masks, known = self._schedule(h, w)
+        schedule = self._schedule(h, w)
         q = len(streams)
         out = torch.zeros(h, w, q, dtype=torch.int16)
         prev = torch.zeros(self.prior.cfg.latent_dim, h, w, dtype=torch.int64, device=self.device)
@@ -153,6 +157,7 @@ class IndexCoder:
             except Exception as e:
                 raise FormatError(f"corrupt .vq payload ({e})") from None
             stage = torch.zeros(h, w, dtype=torch.int64, device=self.device)
+            masks, known = schedule[s]
             for p in range(masks.shape[0]):
                 with timer(timings, "prior_s"):
                     freqs = self._tables(s, prev, self.prior.input_vectors(s, stage), known[p], masks[p])

@@ -16,6 +16,8 @@ class ModelConfig:
     prior_passes: int = 4                       # spatial decoding passes per stage: 4 = the 2x2 schedule, 6 = a
                                                 # 4x4 lattice first, then the 2x2 schedule (prior.pass_masks)
     prior_kernel: int = 3                       # the prior's spatial context: k x k positions (3 or 5)
+    stage0_prior_kernel: int = 0                # stage 0's own window and schedule (stage 0 carries the most
+    stage0_prior_passes: int = 0                # predictable bits); 0: as prior_kernel / prior_passes
     coarse_sizes: tuple[int, ...] = ()          # extra lowest levels: stage 0 limited to its first n coarse codes
     transform: str = "conv"                     # "conv", or "klt-hybrid": a linear block transform (KLT at
                                                 # init) plus the conv networks as branches that start at zero
@@ -27,11 +29,25 @@ class ModelConfig:
             raise ValueError(f"prior_passes must be 1, 2, 4 or 6, not {self.prior_passes}")
         if self.prior_kernel not in (3, 5):
             raise ValueError(f"prior_kernel must be 3 or 5, not {self.prior_kernel}")
+        if self.stage0_prior_passes not in (0, 1, 2, 4, 6):
+            raise ValueError(f"stage0_prior_passes must be 0, 1, 2, 4 or 6, not {self.stage0_prior_passes}")
+        if self.stage0_prior_kernel not in (0, 3, 5):
+            raise ValueError(f"stage0_prior_kernel must be 0, 3 or 5, not {self.stage0_prior_kernel}")
         if not 2 <= self.codebook_size <= 1 << 15:
             raise ValueError(f"codebook_size must be from 2 to {1 << 15}")
         sizes = self.coarse_sizes
         if any(not 2 <= n < self.codebook_size for n in sizes) or list(sizes) != sorted(set(sizes)):
             raise ValueError(f"coarse_sizes must rise strictly, each from 2 to {self.codebook_size - 1}: {sizes}")
+
+    def stage_prior(self, stage: int) -> tuple[int, int]:
+        """(window k, passes) of the prior of one residual stage."""
+        if stage == 0:
+            return self.stage0_prior_kernel or self.prior_kernel, self.stage0_prior_passes or self.prior_passes
+        return self.prior_kernel, self.prior_passes
+
+    @property
+    def prior_kernels(self) -> list[int]:
+        return [self.stage_prior(t)[0] for t in range(self.num_stages)]
 
     @property
     def num_qualities(self) -> int:

@@ -1,6 +1,7 @@
 """The learned prior over residual-VQ indices, trained in float and evaluated exactly in integers.
 
-For stage s and position (i, j) the prior sees, in a k x k neighbourhood (k = prior_kernel, 3 or 5),
+For stage s and position (i, j) the prior sees, in a k x k neighbourhood (k = prior_kernel, 3 or 5; stage 0
+may have its own window and schedule, ModelConfig.stage_prior),
   * the sum of the codebook vectors of stages < s (coarser residual stages), and
   * stage s's own vectors at neighbours decoded in earlier passes of a fixed schedule (pass_masks).
 Each stage has its own small network: conv kxk -> ReLU -> conv1x1 -> ReLU -> conv1x1 (K logits).
@@ -90,8 +91,19 @@ class PriorNet(nn.Module):
         self.cfg = cfg
         s, d, hdn, k = cfg.num_stages, cfg.latent_dim, cfg.prior_hidden, cfg.codebook_size
         self.in_ch = 2 * d + 1
-        kernel = cfg.prior_kernel
+        kernels = cfg.prior_kernels
+        kernel = max(kernels)
         self.conv1 = nn.Conv2d(s * self.in_ch, s * hdn, kernel, padding=kernel // 2, groups=s)
+        mask = None
+        if len(set(kernels)) > 1:  # stages with a smaller window: the centre of the largest, the rest held at 0
+            mask = torch.zeros(s, hdn, 1, kernel, kernel)
+            for t, kt in enumerate(kernels):
+                o = (kernel - kt) // 2
+                mask[t, :, :, o:o + kt, o:o + kt] = 1
+            mask = mask.reshape(s * hdn, 1, kernel, kernel)
+            with torch.no_grad():
+                self.conv1.weight.mul_(mask)
+        self.register_buffer("conv1_mask", mask)   # None (no entry in the state dict) when all windows agree
         self.conv2 = nn.Conv2d(s * hdn, s * hdn, 1, groups=s)
         self.conv3 = nn.Conv2d(s * hdn, s * k, 1, groups=s)
         # integer input = round(vector * input_scale), a power of two chosen from the codebooks
@@ -103,10 +115,16 @@ class PriorNet(nn.Module):
     def quantize_input(self, v: torch.Tensor) -> torch.Tensor:
         return torch.clamp(torch.round(v * self.input_scale), -127, 127)
 
+    def weight(self, conv: nn.Conv2d) -> torch.Tensor:
+        """A layer's float weight; conv1's with the windows of ModelConfig.stage_prior applied."""
+        if conv is self.conv1 and self.conv1_mask is not None:
+            return conv.weight * self.conv1_mask
+        return conv.weight
+
     def _conv(self, x, conv):
-        if not self.quantize:
-            return conv(x)
-        w, _ = _fake_quant_weight(conv.weight)
+        w = self.weight(conv)
+        if self.quantize:
+            w, _ = _fake_quant_weight(w)
         return F.conv2d(x, w, conv.bias, padding=conv.padding, groups=conv.groups)
 
     def _act(self, y, layer: int):
@@ -122,7 +140,7 @@ class PriorNet(nn.Module):
         b, s, c, h, w = inputs.shape
         x = inputs.reshape(b, s * c, h, w)
         for layer, conv in enumerate((self.conv1, self.conv2)):
-            x = F.relu(conv(x))
+            x = F.relu(self._conv(x, conv))
             top = torch.quantile(x.flatten()[::max(1, x.numel() // 1_000_000)], quantile)
             self.act_scales[layer] = max(float(top) / 255, 1e-4)
         self.quantize = quantize
@@ -148,11 +166,22 @@ def build_context(prev_sum_q: torch.Tensor, cur_q: torch.Tensor, known: torch.Te
     return torch.cat([prev_sum_q, cur_q * known, known * 64], dim=-3)
 
 
+def stage_masks(cfg: ModelConfig, h: int, w: int) -> list[torch.Tensor]:
+    """Each stage's pass masks, (P_s, h, w) bool: stage 0 may have a schedule of its own."""
+    return [pass_masks(h, w, cfg.stage_prior(t)[1]) for t in range(cfg.num_stages)]
+
+
+def known_before(masks: torch.Tensor) -> torch.Tensor:
+    """(P, h, w) pass masks -> (P, h, w) bool: decoded in an earlier pass."""
+    return (torch.cumsum(masks.int(), 0) - masks.int()).bool()
+
+
 def training_contexts(prior: PriorNet, codebooks: list[torch.Tensor], indices: torch.Tensor,
                       pass_index: torch.Tensor | None = None):
-    """indices: (B, h, w, S) -> (contexts (B', S, 2D+1, h, w), targets (B', S, h, w), scored (B', 1, 1, h, w)).
+    """indices: (B, h, w, S) -> (contexts (B', S, 2D+1, h, w), targets (B', S, h, w), scored (B', S, 1, h, w)).
 
-    With pass_index (B,), each sample appears once, at that pass; without it, once per pass (B' = B * P).
+    With pass_index (B, S), each sample appears once, stage t at pass pass_index[:, t]; without it, once per
+    pass of the longest schedule (B' = B * P_max), a stage with fewer passes scoring nothing in those it lacks.
     Positions of earlier passes are known; the positions of the pass itself are scored.
     """
     b, h, w, s = indices.shape
@@ -160,18 +189,20 @@ def training_contexts(prior: PriorNet, codebooks: list[torch.Tensor], indices: t
     vecs = vecs.permute(0, 1, 4, 2, 3)                                        # (B, S, D, h, w)
     prev = torch.cumsum(vecs, 1) - vecs                                        # exclusive prefix sum
     prev_q, cur_q = prior.quantize_input(prev), prior.quantize_input(vecs)
-    masks = pass_masks(h, w, prior.cfg.prior_passes).to(indices.device)        # (P, h, w)
-    known = (torch.cumsum(masks.int(), 0) - masks.int()).bool()                # decoded before pass p
+    masks = [m.to(indices.device) for m in stage_masks(prior.cfg, h, w)]       # S x (P_s, h, w)
+    known = [known_before(m) for m in masks]
     targets = indices.permute(0, 3, 1, 2)                                      # (B, S, h, w)
     if pass_index is not None:
-        kn = known[pass_index].to(vecs.dtype)[:, None, None].expand(b, s, 1, h, w)
-        return build_context(prev_q, cur_q, kn), targets, masks[pass_index][:, None, None]
-    ctx, sel = [], []
-    for p in range(masks.shape[0]):
-        kn = known[p].to(vecs.dtype).expand(b, s, 1, h, w)
-        ctx.append(build_context(prev_q, cur_q, kn))
-        sel.append(masks[p].expand(b, 1, 1, h, w))
-    return torch.cat(ctx), targets.repeat(masks.shape[0], 1, 1, 1), torch.cat(sel)
+        kn = torch.stack([known[t][pass_index[:, t]] for t in range(s)], 1)    # (B, S, h, w)
+        sel = torch.stack([masks[t][pass_index[:, t]] for t in range(s)], 1)
+        return build_context(prev_q, cur_q, kn[:, :, None].to(vecs.dtype)), targets, sel[:, :, None]
+    ctx, scored = [], []
+    for p in range(max(len(m) for m in masks)):
+        kn = torch.stack([known[t][min(p, len(known[t]) - 1)] for t in range(s)])  # (S, h, w)
+        sel = torch.stack([masks[t][p] if p < len(masks[t]) else torch.zeros_like(masks[t][0]) for t in range(s)])
+        ctx.append(build_context(prev_q, cur_q, kn[:, None].to(vecs.dtype).expand(b, s, 1, h, w)))
+        scored.append(sel[:, None].expand(b, s, 1, h, w))
+    return torch.cat(ctx), targets.repeat(len(ctx), 1, 1, 1), torch.cat(scored)
 
 
 class IntegerPrior:
@@ -185,20 +216,34 @@ class IntegerPrior:
         self.exp_np = self.exp_f64.cpu().numpy()
         self.w_gemm, self.fast = {}, {}
         for name, max_input in (("conv1", 127), ("conv2", 255), ("conv3", 255)):
-            w = self.t[f"{name}.weight"].flatten(2)                       # (S, C_out, C_in*k*k)
-            bound = int(w.abs().sum(2).max()) * max_input                  # largest possible |partial sum|
-            self.w_gemm[name] = w.float() if bound < 2 ** 24 else w.double()
+            w = [wt.flatten(1) for wt in self.stage_weights(name)]         # S x (C_out, C_in*k*k)
+            bound = max(int(wt.abs().sum(1).max()) for wt in w) * max_input  # largest possible |partial sum|
+            self.w_gemm[name] = [wt.float() if bound < 2 ** 24 else wt.double() for wt in w]
             # the fast path (frequencies): requantisation in float64, exact while every (acc + bias) * mult
             # + 2**23 is an integer below 2**53; its largest logit tells whether the clamp can bind
             bias, mult = self.t[f"{name}.bias"], self.t[f"{name}.mult"]
             top = (bound + int(bias.abs().max())) * int(mult.abs().max()) + (1 << (REQUANT_SHIFT - 1))
             if bound < 2 ** 24 and top < 2 ** 53:
-                w32 = w.float().transpose(1, 2).contiguous() if name == "conv3" else w.float()
+                w32 = [wt.float().t().contiguous() if name == "conv3" else wt.float() for wt in w]
                 step = 2.0 ** -REQUANT_SHIFT                               # exact: a power of two
                 self.fast[name] = (w32, mult.double() * step, (bias * mult + (1 << (REQUANT_SHIFT - 1))).double() * step,
                                    top >> REQUANT_SHIFT)
         if len(self.fast) < 3:
             self.fast = {}
+
+    def stage_weights(self, name: str) -> list[torch.Tensor]:
+        """Each stage's integer weights (C_out, C_in, k, k) of one layer; conv1 cut to the stage's own window
+        (a stage whose window is smaller than the stored one must have zeros around it)."""
+        w = self.t[f"{name}.weight"]                                     # (S, C_out, C_in, k, k)
+        if name != "conv1":
+            return list(w)
+        out = []
+        for t, k in enumerate(self.cfg.prior_kernels):
+            o = (w.shape[-1] - k) // 2
+            if o < 0 or w[t].abs().sum() != w[t, :, :, o:o + k, o:o + k].abs().sum():
+                raise ValueError(f"prior stage {t}: weights outside its {k}x{k} window")
+            out.append(w[t, :, :, o:o + k, o:o + k])
+        return out
 
     @classmethod
     def from_float(cls, prior: PriorNet, codebooks: list[torch.Tensor]) -> "IntegerPrior":
@@ -211,7 +256,7 @@ class IntegerPrior:
         act1, act2 = (float(v) for v in prior.act_scales.double())
         for name, out_scale in (("conv1", act1), ("conv2", act2), ("conv3", LOGIT_SCALE)):
             conv = getattr(prior, name)
-            w = conv.weight.detach().double()
+            w = prior.weight(conv).detach().double()
             w_scale = weight_scale(w)
             w_int = torch.round(w / w_scale.view(-1, *(1,) * (w.dim() - 1))).clamp(-127, 127)
             t[f"{name}.weight"] = w_int.to(torch.int64).reshape(s, -1, *w.shape[1:])
@@ -292,7 +337,7 @@ class IntegerPrior:
         """
         if not self.fast:
             return self.frequencies_reference(stage, context, positions)
-        x = self.gather_columns(context.float(), positions, self.cfg.prior_kernel)  # (C*k*k, N) float32
+        x = self.gather_columns(context.float(), positions, self.cfg.stage_prior(stage)[0])  # (C*k*k, N) float32
         for name in ("conv1", "conv2"):
             w, mult, offset, _ = self.fast[name]
             with torch.autocast(x.device.type, enabled=False):
@@ -310,7 +355,7 @@ class IntegerPrior:
     def frequencies_reference(self, stage: int, context: torch.Tensor, positions: torch.Tensor) -> np.ndarray:
         """The integer definition of the tables (int64 accumulators, shifts), used where the fast path's
         float64 bound does not hold, and by the tests as its reference."""
-        x = self.gather_columns(context, positions, self.cfg.prior_kernel)  # (C*k*k, N)
+        x = self.gather_columns(context, positions, self.cfg.stage_prior(stage)[0])  # (C*k*k, N)
         a = self._requant(self._dense(x, "conv1", stage), "conv1", stage, 0, 255)
         a = self._requant(self._dense(a, "conv2", stage), "conv2", stage, 0, 255)
         logits = self._requant(self._dense(a, "conv3", stage), "conv3", stage, -(1 << 20), 1 << 20)  # (K, N)

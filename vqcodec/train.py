@@ -342,7 +342,7 @@ def prior_bits_per_index(prior: PriorNet, codebooks, indices: torch.Tensor, batc
             logp = torch.log_softmax(prior(ctx), dim=2)               # (B', S, K, h, w)
             nll = -logp.gather(2, tgt[:, :, None]).squeeze(2)          # (B', S, h, w)
             total += float((nll * sel[:, :, 0]).sum())
-            n += int(sel.sum()) * nll.shape[1]
+            n += int(sel.sum())
     return total / n / math.log(2)
 
 
@@ -425,11 +425,12 @@ def train_prior(model: VQAutoencoder, indices: torch.Tensor, out_dir: Path, floa
             g["lr"] = cosine_lr(phase_step, phase_len, lr if step < float_steps else lr / 5, warmup=50)
         pick = torch.randint(0, len(train_idx), (batch_size,), generator=gen)
         grids = random_subgrids(train_idx[pick.to(train_idx.device)], min(grid, train_idx.shape[1]), gen)
-        passes = torch.randint(0, cfg.prior_passes, (batch_size,), generator=gen).to(device)
+        passes = torch.stack([torch.randint(0, cfg.stage_prior(t)[1], (batch_size,), generator=gen)
+                              for t in range(cfg.num_stages)], 1).to(device)                  # (B, S)
         ctx, tgt, sel = training_contexts(prior, codebooks, grids, passes)
         logp = torch.log_softmax(prior(ctx), dim=2)
         nll = -logp.gather(2, tgt[:, :, None]).squeeze(2)
-        loss = (nll * sel[:, :, 0]).sum() / (sel.sum() * nll.shape[1]) / math.log(2)
+        loss = (nll * sel[:, :, 0]).sum() / sel.sum() / math.log(2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
