@@ -38,6 +38,12 @@ def test_train_resume_export_and_use(tmp_path):
     assert "indices.pt is from another autoencoder step: collecting the indices again" in more.output
     assert "prior.ckpt is from another autoencoder step: training the prior afresh" in more.output
     assert json.loads((model_dir / "training_report.json").read_text())["autoencoder_steps"] == 4
+    # the same autoencoder with stage 0's own prior window and schedule: a new prior, the indices reused
+    stage0 = json.dumps({**json.loads(TINY_CONFIG), "stage0_prior_kernel": 5, "stage0_prior_passes": 6})
+    other = runner.invoke(cli, [a if a != "3" else "4" for a in args[:-1]] + [stage0], catch_exceptions=False)
+    assert other.exit_code == 0 and "prior.ckpt has another prior config: training the prior afresh" in other.output
+    assert "collecting the indices again" not in other.output
+    assert json.loads((model_dir / "config.json").read_text())["stage0_prior_passes"] == 6
 
     vq = tmp_path / "x.vq"
     for quality in (1, 3):  # quality 1: the coarse level (stage 0 limited to 4 codes)

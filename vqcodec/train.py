@@ -148,6 +148,11 @@ def autoencoder_fields(cfg: ModelConfig) -> tuple:
     return cfg.channels, cfg.latent_dim, cfg.codebook_size, cfg.num_stages, cfg.transform
 
 
+def prior_fields(cfg: ModelConfig) -> tuple:
+    """The config fields the prior's weights depend on, besides the autoencoder's."""
+    return cfg.prior_hidden, cfg.prior_kernel, cfg.prior_passes, cfg.stage0_prior_kernel, cfg.stage0_prior_passes
+
+
 @torch.no_grad()
 def fit_klt(images, f: int, d: int, crops: int = 3200, crop: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The KLT (PCA) of f x f x 3 pixel blocks of random training crops -> (basis (d, 3*f*f), mean (3,)).
@@ -388,6 +393,9 @@ def train_prior(model: VQAutoencoder, indices: torch.Tensor, out_dir: Path, floa
     if ck is not None and ck.get("autoencoder_step") != autoencoder_step:
         log("prior.ckpt is from another autoencoder step: training the prior afresh")
         ck = None
+    if ck is not None and ck.get("prior_fields", list(prior_fields(cfg))) != list(prior_fields(cfg)):
+        log("prior.ckpt has another prior config: training the prior afresh")
+        ck = None
     if ck is not None:
         prior.load_state_dict(ck["prior"])
         opt.load_state_dict(ck["optimizer"])
@@ -399,7 +407,7 @@ def train_prior(model: VQAutoencoder, indices: torch.Tensor, out_dir: Path, floa
 
     def checkpoint(step: int) -> None:
         state = dict(prior=prior.state_dict(), optimizer=opt.state_dict(), step=step, report=json.dumps(report),
-                     autoencoder_step=autoencoder_step)
+                     autoencoder_step=autoencoder_step, prior_fields=list(prior_fields(cfg)))
         save_checkpoint(ckpt_path, state, copy_to)
 
     step_s = 0.0
