@@ -3,7 +3,7 @@
     python benchmarks/latent_refinement.py [--model NAME] [--crops 8] [--iters 0,5,10] [--stages 1,2,3,5,10]
 
 The decoder and the prior stay as trained; only the encoder's choice changes. For each crop and number of
-stages q, `VQAutoencoder.refine_indices` (what `compress --effort` runs: effort 1 and 2 are 5 and 10 steps)
+stages q, `VQAutoencoder.refine_indices` (what `compress --effort 1` ran in vqcodec 0.3, with 5 steps)
 starts the latent z at the encoder's output and takes `iters` Adam steps (lr 0.02 relative to the latent's
 RMS) on the pixel MSE of decode(RVQ_q(z)), through the quantizer by straight-through; each crop keeps the
 indices of its best step. Reported: PSNR and the real payload bits (the integer prior coding the indices), against the
@@ -47,7 +47,7 @@ def main() -> None:
         for iters in map(int, args.iters.split(",")):
             t0, se, bits = time.time(), 0.0, 0
             for x in crops:
-                idx = ae.encode_indices(x[None], q, refine_steps=iters)   # what compress --effort runs
+                idx = ae.encode_indices(x[None], q, refine_steps=iters)   # what compress --effort 1 ran in vqcodec 0.3
                 bits += 8 * stream_bytes(codec.coder.encode(idx[0]))
                 with torch.no_grad():
                     se += float((ae.decode_indices(idx) - x[None]).pow(2).mean((1, 2, 3)).sum())

@@ -149,11 +149,14 @@ def test_16_bit_rgb_is_reduced_with_a_note_and_its_depth_recorded(tiny_codec, tm
 
 
 def test_a_lower_quality_decodes_from_the_same_file_as_its_own_file_would(tiny_codec, photo_like):
-    """Progressive decode: the first stages of a quality-3 file are a quality-1 and a quality-2 file's stages."""
-    top = tiny_codec.compress(photo_like, 3)
+    """Progressive decode: at effort 0 (greedy stages) the first stages of a quality-3 file are a quality-1 and a
+    quality-2 file's stages; at effort 1 (a beam search over all the file's stages) they decode too."""
+    top = tiny_codec.compress(photo_like, 3, effort=0)
     for q in (1, 2):
         low = np.asarray(tiny_codec.decompress(top, quality=q))
-        assert np.array_equal(low, np.asarray(tiny_codec.decompress(tiny_codec.compress(photo_like, q))))
+        assert np.array_equal(low, np.asarray(tiny_codec.decompress(tiny_codec.compress(photo_like, q, effort=0))))
+        beam = tiny_codec.decompress(tiny_codec.compress(photo_like, 3), quality=q)
+        assert beam.size == photo_like.size
     with pytest.raises(ValueError, match="above this file's quality"):
         tiny_codec.decompress(tiny_codec.compress(photo_like, 1), quality=2)
 
@@ -187,9 +190,8 @@ def test_tiled_coding_gives_the_pixels_of_whole_image_coding(tiny_codec, photo_l
     assert np.abs(a - b).max() <= 1
 
 
-def test_effort_refines_the_latents_and_never_decodes_worse(tiny_codec, photo_like, tmp_path, run, tiny_model_dir):
-    """--effort: the encoder refines its latents against the decoded image; the decoder is unchanged."""
-    import vqcodec
+def test_latent_refinement_never_decodes_worse(tiny_codec, photo_like):
+    """VQAutoencoder.refine_indices (benchmarks/latent_refinement.py; no longer an effort level)."""
     from vqcodec.codec import _to_input
 
     ae = tiny_codec.autoencoder
@@ -202,14 +204,39 @@ def test_effort_refines_the_latents_and_never_decodes_worse(tiny_codec, photo_li
     coarse = torch.tensor([0, 3, 5])                                      # a coarse level stays inside its codes
     assert set(ae.encode_indices(x, 1, coarse, refine_steps=3)[..., 0].unique().tolist()) <= set(coarse.tolist())
 
-    data = tiny_codec.compress(photo_like, 3, effort=1)
-    assert tiny_codec.decompress(data).size == photo_like.size and vqcodec.read_info(data).quality == 3
+
+def test_effort_picks_the_quantizers_search_and_one_decoder_reads_both(photo_like, tmp_path, run, tiny_model_dir):
+    """--effort 0: the nearest code at each stage; 1 (the default): a beam search over the stages."""
+    import vqcodec
+    from vqcodec import DEFAULT_EFFORT, EFFORT_BEAMS
+    from vqcodec.codec import VQCodec, _to_input, _to_pixels
+
+    assert EFFORT_BEAMS == (1, 4) and DEFAULT_EFFORT == 1
+    codec = VQCodec.random(TINY, seed=0)
+    ae = codec.autoencoder
+    image = photo_like.resize((64, 48))                                   # a multiple of 8: no padding
+    x = _to_input(np.asarray(image)[None], "cpu")
+    stages = codec.quality_plan(3)[0]
+    with torch.no_grad():
+        z = ae._flatten(ae.encoder(x))
+        gen = torch.Generator().manual_seed(0)  # codebooks at the latents' scale, as training makes them
+        for s, vq in enumerate(ae.rvq.stages):
+            vq.codebook.copy_(z.mean(0) * (s == 0) + 2 * z.std(0) * 0.6 ** s * torch.randn(vq.codebook.shape, generator=gen))
+    latent_error = {}
+    for effort, beam in enumerate(EFFORT_BEAMS):
+        idx = ae.encode_indices(x, stages, beam=beam)
+        latent_error[effort] = float((z - ae.rvq.decode(idx.reshape(-1, stages))).pow(2).sum())
+        data = codec.compress(image, 3, effort=effort)                    # the file carries exactly those indices
+        assert np.array_equal(np.asarray(codec.decompress(data)), _to_pixels(ae.decode_indices(idx))[0])
+    assert latent_error[1] < latent_error[0]
+    assert codec.compress(image, 3) == codec.compress(image, 3, effort=DEFAULT_EFFORT)
     with pytest.raises(ValueError, match="effort must be from 0 to 1, not 2"):
-        tiny_codec.compress(photo_like, 3, effort=2)
+        codec.compress(photo_like, 3, effort=2)
     png = tmp_path / "in.png"
     photo_like.save(png)
-    ok = run("compress", png, tmp_path / "e.vq", "-q", 2, "--effort", 1, "--model", tiny_model_dir)
+    ok = run("compress", png, tmp_path / "e.vq", "-q", 2, "--effort", 0, "--model", tiny_model_dir)
     assert ok.exit_code == 0, ok.output
+    assert vqcodec.read_info((tmp_path / "e.vq").read_bytes()).quality == 2
     bad = run("compress", png, tmp_path / "f.vq", "-q", 2, "--effort", 5, "--model", tiny_model_dir)
     assert bad.exit_code == 2 and "Invalid value for '--effort': 5 is not in the range 0<=x<=1." in bad.output
     assert not (tmp_path / "f.vq").exists()

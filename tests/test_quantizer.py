@@ -114,3 +114,40 @@ def test_a_hybrid_started_from_a_conv_model_computes_what_it_does_and_its_linear
         start_from(other, conv)
     with pytest.raises(ValueError, match="cannot start a conv model from a klt-hybrid one"):
         start_from(conv, hybrid)
+
+
+def _random_rvq(stages=3, k=16, d=3, seed=0):
+    torch.manual_seed(seed)
+    rvq = ResidualVQ(stages, k, d)
+    for s, vq in enumerate(rvq.stages):
+        vq.codebook.copy_(torch.randn(k, d) * 0.6 ** s)
+    return rvq
+
+
+def test_beam_1_is_greedy_and_a_wider_beam_lowers_the_error():
+    rvq = _random_rvq()
+    z = torch.randn(300, 3)
+    greedy = rvq.encode(z, 3)
+    assert torch.equal(rvq.encode(z, 3, beam=1), greedy)
+    err = lambda idx: (z - rvq.decode(idx)).pow(2).sum(1)                       # noqa: E731
+    wide = rvq.encode(z, 3, beam=8)
+    assert wide.shape == greedy.shape and wide.dtype == torch.int64
+    assert float(err(wide).mean()) < 0.9 * float(err(greedy).mean())
+
+
+def test_a_beam_as_wide_as_all_paths_finds_the_best_pair_of_codes():
+    rvq = _random_rvq(stages=2, k=6)
+    z = torch.randn(40, 3)
+    pairs = torch.cartesian_prod(torch.arange(6), torch.arange(6))                  # (36, 2)
+    sums = rvq.decode(pairs)                                                        # (36, D)
+    best = pairs[torch.cdist(z, sums).argmin(1)]
+    assert torch.equal(rvq.encode(z, 2, beam=36), best)
+
+
+def test_beam_search_keeps_stage_0_to_the_coarse_codes_and_works_in_chunks():
+    rvq = _random_rvq()
+    z = torch.randn(50, 3)
+    allowed = torch.tensor([1, 4, 9])
+    idx = rvq.encode(z, 3, allowed, beam=4)
+    assert set(idx[:, 0].tolist()) <= {1, 4, 9}
+    assert torch.equal(rvq.beam_search(z, 3, 4, allowed, chunk=7), idx)

@@ -15,21 +15,21 @@ DEFAULT_QUALITY = 7
 DEFAULT_MAX_PIXELS = 1 << 27   # decoding and reading refuse larger images unless max_pixels says otherwise
 METADATA_CHOICES = ("all", "none", "icc", "exif", "xmp")   # what compress keeps of ICC / EXIF / XMP
 ALPHA_CHOICES = ("keep", "drop")
-EFFORT_STEPS = (0, 5)         # --effort 0, 1: encoder-side refinement steps per image (0: the encoder's latents;
-                              # 10 steps measured no better than 5: benchmarks/README.md, "Encoder-side refinement")
+EFFORT_BEAMS = (1, 4)         # --effort 0, 1: the residual quantizer's beam (1: greedy nearest codes); 4 measured
+DEFAULT_EFFORT = 1            # -6 % BD-rate, 8 no better (benchmarks/README.md, "Beam search over the stages")
 
 __all__ = ["compress", "decompress", "read_info", "DEFAULT_QUALITY", "DEFAULT_MAX_PIXELS", "__version__"]
 
 
 def compress(image, quality: int = DEFAULT_QUALITY, model: str | Path | None = None, device: str = "cpu",
              metadata: str = "all", alpha: str = "keep", max_pixels: int | None = DEFAULT_MAX_PIXELS,
-             effort: int = 0) -> bytes:
+             effort: int = DEFAULT_EFFORT) -> bytes:
     """Compress a PIL image (or an image file's path or bytes) into the bytes of a .vq file.
 
     quality runs from 1 (smallest file) to the model's number of levels; anything else is a ValueError.
     metadata: all | none | icc | exif | xmp (what is kept); alpha: keep | drop (drop says so in a note).
-    effort: 0 (fast) or 1: the encoder refines its latents against the decoded image for EFFORT_STEPS[1] steps
-    (about 6 times slower encoding, the same decoder).
+    effort: 0 (fastest: the nearest code at each residual stage) or 1 (default: a beam search over the stages,
+    EFFORT_BEAMS[1] paths, for about 6 % fewer bits at the same PSNR; the same decoder reads both).
     """
     from .codec import load_codec
     return load_codec(model, device).compress(image, quality, metadata=metadata, alpha=alpha, max_pixels=max_pixels,

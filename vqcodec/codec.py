@@ -23,7 +23,7 @@ from .autoencoder import VQAutoencoder
 from .config import ModelConfig
 from .container import FormatError, Header, TruncatedError
 from .coding import CoarseAlphabet, IndexCoder, timer
-from . import DEFAULT_MAX_PIXELS, EFFORT_STEPS
+from . import DEFAULT_EFFORT, DEFAULT_MAX_PIXELS, EFFORT_BEAMS
 from .images import (check_pixels, finish, from_rgb_array, pack_alpha, pack_metadata,
                      pad_to_multiple, prepare, to_rgb_array, unpack_alpha, unpack_metadata)
 from .prior import IntegerPrior, PriorNet
@@ -135,12 +135,12 @@ class VQCodec:
 
     # --- images <-> .vq bytes ------------------------------------------------------------------
     def compress(self, image, quality: int, notes: list[str] | None = None, metadata: str = "all",
-                 alpha: str = "keep", max_pixels: int | None = DEFAULT_MAX_PIXELS, effort: int = 0) -> bytes:
+                 alpha: str = "keep", max_pixels: int | None = DEFAULT_MAX_PIXELS, effort: int = DEFAULT_EFFORT) -> bytes:
         """A PIL image, a path or an image file's bytes -> the bytes of a .vq file.
 
         metadata: all | none | icc | exif | xmp (what is kept); alpha: keep | drop. notes, if given,
         receives what was converted on the way (mode, orientation, depth, frames, alpha). effort: 0 or 1
-        (EFFORT_STEPS refinement steps of the latents against the decoded image; slower, same decoder)."""
+        (the residual quantizer's beam, EFFORT_BEAMS: 1 = greedy, 4 = a beam search; the same decoder)."""
         return self.compress_batch([image], quality, notes, metadata, alpha, max_pixels, effort)[0]
 
     def decompress(self, data: bytes, quality: int | None = None,
@@ -156,18 +156,19 @@ class VQCodec:
             raise ValueError(f"not enough memory to {what}") from None
 
     def compress_batch(self, images, quality: int, notes: list[str] | None = None, metadata: str = "all",
-                       alpha: str = "keep", max_pixels: int | None = DEFAULT_MAX_PIXELS, effort: int = 0) -> list[bytes]:
+                       alpha: str = "keep", max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                       effort: int = DEFAULT_EFFORT) -> list[bytes]:
         """Several images. Those of one tile and the same padded size share one network pass (worth it
         on a GPU); larger images are coded tile by tile. last_timings then holds the split of the batch."""
-        if not isinstance(effort, int) or not 0 <= effort < len(EFFORT_STEPS):
-            raise ValueError(f"effort must be from 0 to {len(EFFORT_STEPS) - 1}, not {effort!r}")
+        if not isinstance(effort, int) or not 0 <= effort < len(EFFORT_BEAMS):
+            raise ValueError(f"effort must be from 0 to {len(EFFORT_BEAMS) - 1}, not {effort!r}")
         try:
-            return self._compress_batch(images, quality, notes, metadata, alpha, max_pixels, EFFORT_STEPS[effort])
+            return self._compress_batch(images, quality, notes, metadata, alpha, max_pixels, EFFORT_BEAMS[effort])
         except (MemoryError, RuntimeError) as e:
             self._out_of_memory(e, "compress this image")
             raise
 
-    def _compress_batch(self, images, quality, notes, metadata, alpha, max_pixels, refine_steps) -> list[bytes]:
+    def _compress_batch(self, images, quality, notes, metadata, alpha, max_pixels, beam) -> list[bytes]:
         quality = self.check_quality(quality)
         stages, coarse = self.quality_plan(quality)
         first_codes = None if coarse is None else coarse.codes.to(self.device)
@@ -192,12 +193,12 @@ class VQCodec:
             for members in _same_shape_groups([arrays[i].shape for i in single]):
                 members = [single[m] for m in members]
                 x = _to_input(np.stack([arrays[i] for i in members]), self.device)    # (B, 3, H, W)
-                batch_indices = self.autoencoder.encode_indices(x, stages, first_codes, refine_steps)  # (B, h, w, S)
+                batch_indices = self.autoencoder.encode_indices(x, stages, first_codes, beam=beam)  # (B, h, w, S)
                 for j, i in enumerate(members):
                     indices[i] = batch_indices[j].cpu()
             for i, h in enumerate(headers):
                 if indices[i] is None:
-                    indices[i] = self._encode_tiled(arrays[i], h, stages, first_codes, refine_steps)
+                    indices[i] = self._encode_tiled(arrays[i], h, stages, first_codes, beam)
         files = []
         for prep, h, idx in zip(prepared, headers, indices):
             streams = self.coder.encode(idx, h.tiles, timings, coarse=coarse)
@@ -207,11 +208,10 @@ class VQCodec:
         self.last_timings = timings
         return files
 
-    def _encode_tiled(self, arr: np.ndarray, header: Header, stages: int, first_codes,
-                      refine_steps: int = 0) -> torch.Tensor:
+    def _encode_tiled(self, arr: np.ndarray, header: Header, stages: int, first_codes, beam: int = 1) -> torch.Tensor:
         """(H, W, 3) uint8 -> indices (h, w, stages) on the CPU, one tile (with a margin) at a time. Each
-        piece is padded by edge replication as the whole image would be. With refine_steps, each piece is
-        refined on its own (so tiled and whole-image coding may then choose different indices)."""
+        piece is padded by edge replication as the whole image would be. The quantizer's search (beam) works
+        on each latent vector alone, so tiled and whole-image coding choose the same indices."""
         h, w = header.grid
         f = self.cfg.downsampling
         out = torch.zeros(h, w, stages, dtype=torch.int16)
@@ -219,7 +219,7 @@ class VQCodec:
             (a0, b0, a1, b1), (cy, cx) = _with_margin(y0, x0, y1, x1, h, w)
             piece = pad_to_multiple(arr[a0 * f:a1 * f, b0 * f:b1 * f], f)  # only the last row/column of tiles pads
             x = _to_input(piece[None], self.device)
-            idx = self.autoencoder.encode_indices(x, stages, first_codes, refine_steps)[0]  # (a1-a0, b1-b0, S)
+            idx = self.autoencoder.encode_indices(x, stages, first_codes, beam=beam)[0]  # (a1-a0, b1-b0, S)
             out[y0:y1, x0:x1] = idx[cy:cy + y1 - y0, cx:cx + x1 - x0].cpu().to(torch.int16)
         return out
 

@@ -112,17 +112,49 @@ class ResidualVQ(nn.Module):
             residual = residual - vq.lookup(vq.nearest(residual))
         return restarted
 
-    def encode(self, z: torch.Tensor, num_stages: int, first_codes: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(self, z: torch.Tensor, num_stages: int, first_codes: torch.Tensor | None = None,
+               beam: int = 1) -> torch.Tensor:
         """z: (N, D) -> indices (N, num_stages), no codebook update.
 
         first_codes: (M,) the only codes stage 0 may use (a coarse quality level); None = all.
+        beam: 1 = greedy, the nearest code at each stage; more = beam_search.
         """
+        if beam > 1:
+            return self.beam_search(z, num_stages, beam, first_codes)
         residual, out = z.float(), []
         for s, vq in enumerate(self.stages[:num_stages]):
             idx = vq.nearest(residual, first_codes if s == 0 else None)
             residual = residual - vq.lookup(idx)
             out.append(idx)
         return torch.stack(out, 1)
+
+    @torch.no_grad()
+    def beam_search(self, z: torch.Tensor, num_stages: int, beam: int, first_codes: torch.Tensor | None = None,
+                    chunk: int = 4096) -> torch.Tensor:
+        """Keep the `beam` paths of lowest squared error from stage to stage; return each vector's best path.
+        z: (N, D) -> (N, num_stages). Distances in fp32; `chunk` vectors at a time bound the memory."""
+        out = []
+        for part in z.float().split(chunk):
+            n = part.shape[0]
+            residual = part[:, None]                                            # (n, B, D), B = 1 at first
+            paths = part.new_zeros(n, 1, 0, dtype=torch.long)
+            for s, vq in enumerate(self.stages[:num_stages]):
+                cb = vq.codebook.float()                                        # (K, D)
+                b, d = residual.shape[1], residual.shape[2]
+                dist = torch.addmm(cb.pow(2).sum(1)[None], residual.reshape(n * b, d), cb.t(), alpha=-2)
+                dist = dist.view(n, b, -1).add_(residual.pow(2).sum(2, keepdim=True))  # (n, B, K)
+                if s == 0 and first_codes is not None:
+                    barred = torch.ones(cb.shape[0], dtype=torch.bool, device=cb.device)
+                    barred[first_codes] = False
+                    dist[:, :, barred] = float("inf")
+                k = dist.shape[2]
+                width = min(beam, int(dist[0].isfinite().sum()))
+                best, flat = dist.reshape(n, -1).topk(width, dim=1, largest=False)  # (n, width), ascending
+                parent, code = flat // k, flat % k
+                residual = residual.gather(1, parent[..., None].expand(-1, -1, residual.shape[2])) - cb[code]
+                paths = torch.cat([paths.gather(1, parent[..., None].expand(-1, -1, s)), code[..., None]], 2)
+            out.append(paths[:, 0])                                             # the lowest final error
+        return torch.cat(out)
 
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         """indices: (N, q) -> sum of the first q stages' vectors (N, D)."""
