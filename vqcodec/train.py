@@ -80,6 +80,15 @@ def cosine_lr(step: int, total: int, base: float, warmup: int = 200, resumed_at:
     return ramp * base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
+RESTART_EVERY = 100        # dead-code restarts: every 100 steps,
+RESTART_QUIET_STEPS = 500  # but none in the last 500, so that no restarted code is exported untrained
+
+
+def restart_due(step: int, steps: int) -> bool:
+    """Whether step (0-based, of `steps`) ends with a dead-code restart."""
+    return step % RESTART_EVERY == RESTART_EVERY - 1 and step < steps - RESTART_QUIET_STEPS
+
+
 def sample_stage_counts(batch: int, num_stages: int, gen: torch.Generator) -> torch.Tensor:
     """Quantizer dropout: half the samples use all stages, the rest a uniform prefix."""
     full = torch.rand(batch, generator=gen) < 0.5
@@ -259,7 +268,7 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, steps: int, batch
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
-        if step % 100 == 99:
+        if restart_due(step, steps):
             with torch.no_grad():
                 restarted = model.rvq.restart_dead_codes(model._flatten(model.encoder(x)))
         full = counts == cfg.num_stages
