@@ -191,7 +191,7 @@ def test_tiled_coding_gives_the_pixels_of_whole_image_coding(tiny_codec, photo_l
 
 
 def test_latent_refinement_never_decodes_worse(tiny_codec, photo_like):
-    """VQAutoencoder.refine_indices (benchmarks/latent_refinement.py; no longer an effort level)."""
+    """VQAutoencoder.refine_indices (benchmarks/beam_search.py's "r" arms; no longer an effort level)."""
     from vqcodec.codec import _to_input
 
     ae = tiny_codec.autoencoder
