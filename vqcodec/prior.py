@@ -224,7 +224,7 @@ class IntegerPrior:
             bias, mult = self.t[f"{name}.bias"], self.t[f"{name}.mult"]
             top = (bound + int(bias.abs().max())) * int(mult.abs().max()) + (1 << (REQUANT_SHIFT - 1))
             if bound < 2 ** 24 and top < 2 ** 53:
-                w32 = [wt.float().t().contiguous() if name == "conv3" else wt.float() for wt in w]
+                w32 = [wt.t().contiguous() if name == "conv3" else wt for wt in self.w_gemm[name]]  # float32 here
                 step = 2.0 ** -REQUANT_SHIFT                               # exact: a power of two
                 self.fast[name] = (w32, mult.double() * step, (bias * mult + (1 << (REQUANT_SHIFT - 1))).double() * step,
                                    top >> REQUANT_SHIFT)
