@@ -151,3 +151,26 @@ def test_beam_search_keeps_stage_0_to_the_coarse_codes_and_works_in_chunks():
     idx = rvq.encode(z, 3, allowed, beam=4)
     assert set(idx[:, 0].tolist()) <= {1, 4, 9}
     assert torch.equal(rvq.beam_search(z, 3, 4, allowed, chunk=7), idx)
+
+
+def test_a_code_cost_moves_the_encoders_choice_to_a_cheaper_code_that_is_nearly_as_close():
+    vq = VectorQuantizer(2, 2)
+    vq.codebook.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.0]]))
+    z = torch.tensor([[0.6, 0.0], [0.9, 0.0]])                     # squared distances: (0.36, 0.16), (0.81, 0.01)
+    assert vq.nearest(z).tolist() == [1, 1]
+    vq.code_cost.copy_(torch.tensor([0.0, 0.5]))                 # code 1 now costs 0.5 more
+    assert vq.nearest(z).tolist() == [0, 1]                      # 0.36 < 0.66, but 0.81 > 0.51
+    assert vq.nearest(z, allowed=torch.tensor([1])).tolist() == [1, 1]
+
+
+def test_with_code_costs_beam_1_is_greedy_and_a_full_beam_minimises_error_plus_all_costs():
+    rvq = _random_rvq(stages=2, k=6)
+    for vq in rvq.stages:
+        vq.code_cost.copy_(torch.rand(6) * 0.5)
+    z = torch.randn(40, 3)
+    assert torch.equal(rvq.encode(z, 2, beam=1), rvq.encode(z, 2))
+    pairs = torch.cartesian_prod(torch.arange(6), torch.arange(6))                  # (36, 2)
+    costs = rvq.stages[0].code_cost[pairs[:, 0]] + rvq.stages[1].code_cost[pairs[:, 1]]
+    score = torch.cdist(z, rvq.decode(pairs)).pow(2) + costs[None]                 # (40, 36)
+    assert torch.equal(rvq.encode(z, 2, beam=36), pairs[score.argmin(1)])
+    assert not torch.equal(pairs[score.argmin(1)], pairs[torch.cdist(z, rvq.decode(pairs)).argmin(1)])

@@ -102,7 +102,7 @@ def test_a_golden_file_of_the_default_model_decodes_to_its_exact_indices():
     assert psnr(original, vqcodec.decompress(data)) == pytest.approx(GOLDEN_PSNR, abs=0.1)
 
 
-GOLDEN_FILE = "vqf8-v4_kodim23_crop_q3.vq"
+GOLDEN_FILE = "vqf8-v5_kodim23_crop_q3.vq"
 GOLDEN_INDEX_SHA256 = "ea6aa85f076f4b34df6a6f50fca03d4afc7a3184befa950e34dbbcfe33208d7d"
 GOLDEN_PSNR = 30.76
 
@@ -116,14 +116,18 @@ def test_a_format_1_file_gets_a_clear_error():
         vqcodec.decompress(data)
 
 
-def test_a_file_of_a_retired_model_names_the_version_that_reads_it():
-    """vqf8-v3 shipped with vqcodec 0.2 (format 2); its files get a clear error, not a guess."""
+@pytest.mark.parametrize("model,version", [("vqf8-v3", "0.2.0"), ("vqf8-v4", "0.4.0")])
+def test_a_file_of_a_retired_model_names_the_version_that_reads_it(model, version):
+    """vqf8-v3 shipped with vqcodec 0.2, vqf8-v4 last with 0.4 (format 2); their files get a clear error, not a guess."""
+    import re
+
     import vqcodec
 
-    data = (ROOT / "tests" / "golden" / "vqf8-v3_kodim23_crop_q3_retired.vq").read_bytes()
-    assert vqcodec.read_info(data).model_name == "vqf8-v3"
-    with pytest.raises(ValueError, match=r"needs model vqf8-v3, which this vqcodec no longer ships; "
-                                         r"vqcodec 0\.2\.0 decodes it \(pip install vqcodec==0\.2\.0\)"):
+    data = (ROOT / "tests" / "golden" / f"{model}_kodim23_crop_q3_retired.vq").read_bytes()
+    assert vqcodec.read_info(data).model_name == model
+    v = re.escape(version)
+    with pytest.raises(ValueError, match=rf"needs model {model}, which this vqcodec no longer ships; "
+                                         rf"vqcodec {v} decodes it \(pip install vqcodec=={v}\)"):
         vqcodec.decompress(data)
 
 

@@ -1,6 +1,9 @@
 """Residual vector quantizer with EMA codebooks, k-means init and dead-code restart.
 
 The codebook state lives in buffers; each trick is a small named method. Distances are in fp32.
+Each code may carry an encoder-side cost (`code_cost`, entropy-constrained VQ): the encoder picks the code
+of least squared distance + cost, so a code that is cheap to send wins where it is nearly as close.
+The decoder never reads it.
 """
 from __future__ import annotations
 
@@ -21,15 +24,22 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("cluster_size", torch.ones(codebook_size))
         self.register_buffer("embed_sum", self.codebook.clone())
         self.register_buffer("initialized", torch.tensor(False))
+        self.register_buffer("code_cost", torch.zeros(codebook_size))  # lambda x code length; 0 = nearest code
+
+    def code_term(self, cb: torch.Tensor) -> torch.Tensor:
+        """(K, D) codebook -> (K,) the per-code part of the encoder's cost: |c|^2 + code_cost (fp32)."""
+        return cb.pow(2).sum(1) + self.code_cost.float()
 
     def nearest(self, z: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
-        """z: (N, D) -> indices (N,) of the nearest codebook vectors (fp32 distances).
+        """z: (N, D) -> indices (N,) of the nearest codebook vectors (fp32 distances, plus code_cost).
 
         allowed: (M,) codebook indices to choose from (a coarse level); None = the whole codebook.
         """
         z = z.float()
+        term = self.code_term(self.codebook.float())
         cb = self.codebook.float() if allowed is None else self.codebook.float()[allowed]
-        dist = (z.pow(2).sum(1, keepdim=True) - 2 * z @ cb.t() + cb.pow(2).sum(1)[None])
+        term = term if allowed is None else term[allowed]
+        dist = (z.pow(2).sum(1, keepdim=True) - 2 * z @ cb.t() + term[None])
         nearest = dist.argmin(1)
         return nearest if allowed is None else allowed[nearest]
 
@@ -131,18 +141,20 @@ class ResidualVQ(nn.Module):
     @torch.no_grad()
     def beam_search(self, z: torch.Tensor, num_stages: int, beam: int, first_codes: torch.Tensor | None = None,
                     chunk: int = 4096) -> torch.Tensor:
-        """Keep the `beam` paths of lowest squared error from stage to stage; return each vector's best path.
+        """Keep the `beam` paths of lowest squared error plus code costs so far, from stage to stage; return
+        each vector's best path.
         z: (N, D) -> (N, num_stages). Distances in fp32; `chunk` vectors at a time bound the memory."""
         out = []
         for part in z.float().split(chunk):
             n = part.shape[0]
             residual = part[:, None]                                            # (n, B, D), B = 1 at first
             paths = part.new_zeros(n, 1, 0, dtype=torch.long)
+            spent = part.new_zeros(n, 1)                                        # (n, B) code costs so far
             for s, vq in enumerate(self.stages[:num_stages]):
                 cb = vq.codebook.float()                                        # (K, D)
                 b, d = residual.shape[1], residual.shape[2]
-                dist = torch.addmm(cb.pow(2).sum(1)[None], residual.reshape(n * b, d), cb.t(), alpha=-2)
-                dist = dist.view(n, b, -1).add_(residual.pow(2).sum(2, keepdim=True))  # (n, B, K)
+                dist = torch.addmm(vq.code_term(cb)[None], residual.reshape(n * b, d), cb.t(), alpha=-2)
+                dist = dist.view(n, b, -1).add_(residual.pow(2).sum(2, keepdim=True) + spent[..., None])  # (n, B, K)
                 if s == 0 and first_codes is not None:
                     barred = torch.ones(cb.shape[0], dtype=torch.bool, device=cb.device)
                     barred[first_codes] = False
@@ -151,9 +163,10 @@ class ResidualVQ(nn.Module):
                 width = min(beam, int(dist[0].isfinite().sum()))
                 best, flat = dist.reshape(n, -1).topk(width, dim=1, largest=False)  # (n, width), ascending
                 parent, code = flat // k, flat % k
+                spent = spent.gather(1, parent) + vq.code_cost.float()[code]
                 residual = residual.gather(1, parent[..., None].expand(-1, -1, residual.shape[2])) - cb[code]
                 paths = torch.cat([paths.gather(1, parent[..., None].expand(-1, -1, s)), code[..., None]], 2)
-            out.append(paths[:, 0])                                             # the lowest final error
+            out.append(paths[:, 0])                                             # the lowest final score
         return torch.cat(out)
 
     def decode(self, indices: torch.Tensor) -> torch.Tensor:

@@ -223,7 +223,8 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, steps: int, batch
         elapsed_before = float(ck.get("elapsed_s", 0.0))
         if autoencoder_fields(ModelConfig.from_dict(ck["config"])) != autoencoder_fields(cfg):
             raise ValueError(f"{ckpt_path} was trained with another config; use another --out")
-        model.load_state_dict(ck["model"])
+        costs = {k: v for k, v in model.state_dict().items() if k.endswith(".code_cost")}  # older checkpoints lack them
+        model.load_state_dict({**costs, **ck["model"]})
         if "optimizer" in ck:
             opt.load_state_dict(ck["optimizer"])
         start = ck["step"]
