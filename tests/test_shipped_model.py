@@ -85,26 +85,29 @@ def test_installed_command_works_from_any_folder(tmp_path):
     assert r.returncode == 1 and r.stderr.strip() == "Error: not a .vq file (bad magic bytes)"
 
 
-def test_a_golden_file_of_the_default_model_decodes_to_its_exact_indices():
-    """A committed format-2 file (kodim23 crop, quality 3): exact indices, same picture. Regenerate on purpose only."""
+# Committed format-2 files of the default model (kodim23 crop): quality 3 (stage 0 alone) and quality 6 (four
+# stages, so the entropy-constrained stages' statistics are pinned too). Regenerate on purpose only.
+GOLDEN = [("vqf8-v6_kodim23_crop_q3.vq", "ea6aa85f076f4b34df6a6f50fca03d4afc7a3184befa950e34dbbcfe33208d7d", 30.76),
+          ("vqf8-v6_kodim23_crop_q6.vq", "628d30b46f47e67eeeb3e7c3ad508b8d52e13264a3f16afef6a315236d62e902", 34.97)]
+GOLDEN_FILE = GOLDEN[0][0]
+
+
+@pytest.mark.parametrize("name,index_sha256,want_psnr", GOLDEN)
+def test_a_golden_file_of_the_default_model_decodes_to_its_exact_indices(name, index_sha256, want_psnr):
+    """A committed file: exact indices, same picture."""
     import hashlib
 
     import vqcodec
 
-    data = (ROOT / "tests" / "golden" / GOLDEN_FILE).read_bytes()
+    data = (ROOT / "tests" / "golden" / name).read_bytes()
     header = vqcodec.read_info(data)
     assert header.model_name == DEFAULT_MODEL
     codec = load_codec(header.model_name)
     streams = sections(data, codec.read_header(data), header.stages).streams
     indices = codec.coder.decode(streams, *header.grid, header.tiles).numpy().astype("<i8")
-    assert hashlib.sha256(indices.tobytes()).hexdigest() == GOLDEN_INDEX_SHA256
+    assert hashlib.sha256(indices.tobytes()).hexdigest() == index_sha256
     original = Image.open(PHOTO).convert("RGB").crop((256, 128, 352, 192))
-    assert psnr(original, vqcodec.decompress(data)) == pytest.approx(GOLDEN_PSNR, abs=0.1)
-
-
-GOLDEN_FILE = "vqf8-v5_kodim23_crop_q3.vq"
-GOLDEN_INDEX_SHA256 = "ea6aa85f076f4b34df6a6f50fca03d4afc7a3184befa950e34dbbcfe33208d7d"
-GOLDEN_PSNR = 30.76
+    assert psnr(original, vqcodec.decompress(data)) == pytest.approx(want_psnr, abs=0.1)
 
 
 def test_a_format_1_file_gets_a_clear_error():
@@ -116,9 +119,9 @@ def test_a_format_1_file_gets_a_clear_error():
         vqcodec.decompress(data)
 
 
-@pytest.mark.parametrize("model,version", [("vqf8-v3", "0.2.0"), ("vqf8-v4", "0.4.0")])
+@pytest.mark.parametrize("model,version", [("vqf8-v3", "0.2.0"), ("vqf8-v4", "0.4.0"), ("vqf8-v5", "0.5.0")])
 def test_a_file_of_a_retired_model_names_the_version_that_reads_it(model, version):
-    """vqf8-v3 shipped with vqcodec 0.2, vqf8-v4 last with 0.4 (format 2); their files get a clear error, not a guess."""
+    """vqf8-v3 shipped with vqcodec 0.2, vqf8-v4 last with 0.4, vqf8-v5 with 0.5 (format 2): a clear error, not a guess."""
     import re
 
     import vqcodec
