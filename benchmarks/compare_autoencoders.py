@@ -4,8 +4,8 @@
 
 PSNR (dB) of 48 fixed random 256x256 crops from every 15th training photo, after 1, 2, 3, 5 and all
 stages of the residual VQ and without quantization. Training data: this measures fit, not generalisation.
-With --rd, also each model's whole codec on the same crops: bpp of the real .vq files and mean PSNR at
-every quality, and the BD-rate of each model against the first.
+With --rd, also each model's whole codec on the same crops: bpp of the real .vq files, mean PSNR and mean
+MS-SSIM at every quality, and the BD-rate of each model against the first in PSNR and in MS-SSIM (dB).
 """
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ def compare_rate_distortion(models: list[str], crops) -> None:
     from PIL import Image
 
     from vqcodec.bench.bdrate import bd_rate
+    from vqcodec.bench.metrics import ms_ssim, msssim_db
     from vqcodec.codec import load_codec
 
     arrays = (crops * 255).round().byte().permute(0, 2, 3, 1).numpy()       # (48, 256, 256, 3) uint8
@@ -60,19 +61,22 @@ def compare_rate_distortion(models: list[str], crops) -> None:
     curves = {}
     for name in models:
         codec = load_codec(name)
-        bpp, db = [], []
+        bpp, db, ms = [], [], []
         for q in codec.qualities:
             files = codec.compress_batch(images, q)
             decoded = codec.decompress_batch(files)
             bpp.append(float(np.mean([8 * len(f) / a.shape[0] / a.shape[1] for f, a in zip(files, arrays)])))
             mse = [np.mean((np.asarray(d, np.float64) - a) ** 2) for d, a in zip(decoded, arrays)]
             db.append(float(np.mean([10 * np.log10(255 ** 2 / m) for m in mse])))
-        curves[name] = (bpp, db)
-        print(name, "quality: (bpp, PSNR)", {q: (round(r, 4), round(d, 2)) for q, r, d in zip(codec.qualities, bpp, db)},
-              flush=True)
+            ms.append(float(np.mean([msssim_db(ms_ssim(np.asarray(d), a)) for d, a in zip(decoded, arrays)])))
+        curves[name] = (bpp, db, ms)
+        print(name, "quality: (bpp, PSNR, MS-SSIM dB)",
+              {q: (round(r, 4), round(d, 2), round(m, 2)) for q, r, d, m in zip(codec.qualities, bpp, db, ms)}, flush=True)
     anchor = models[0]
     for name in models[1:]:
-        print(f"BD-rate (PSNR) of {name} against {anchor}: {bd_rate(*curves[anchor], *curves[name]):+.1f} %")
+        (ra, pa, ma), (rb, pb, mb) = curves[anchor], curves[name]
+        print(f"BD-rate of {name} against {anchor}: PSNR {bd_rate(ra, pa, rb, pb):+.1f} %, "
+              f"MS-SSIM (dB) {bd_rate(ra, ma, rb, mb):+.1f} %")
 
 
 if __name__ == "__main__":
