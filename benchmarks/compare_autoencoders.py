@@ -42,7 +42,7 @@ def main() -> None:
         ae = load_codec(name).autoencoder
         stages = sorted({1, 2, 3, 5, ae.cfg.num_stages})
         row = {q: psnr(lambda x: ae.decode_indices(ae.encode_indices(x, q))) for q in stages}
-        row["unquantized"] = psnr(lambda x: ae.decoder(ae.encoder(x)).clamp(0, 1))
+        row["unquantized"] = psnr(lambda x: ae.decode(ae.encoder(x)).clamp(0, 1))
         print(name, row, flush=True)
     if args.rd:
         compare_rate_distortion(args.models, crops)

@@ -81,7 +81,7 @@ def evaluate_arm(arm: str, run_dir: Path, crops) -> dict:
         p = counts[counts > 0] / counts.sum()
         entropy.append(float(-(p * p.log2()).sum()))
     row = {"arm": arm, "steps": ck["step"], "train_seconds": round(ck.get("elapsed_s", 0.0)),
-           "unquantized_psnr": psnr(lambda x: model.decoder(model.encoder(x)).clamp(0, 1)), "stages": {}}
+           "unquantized_psnr": psnr(lambda x: model.decode(model.encoder(x)).clamp(0, 1)), "stages": {}}
     for q in (1, 2, 3, 5, 10):
         bpp = sum(entropy[:q]) * idx.shape[1] * idx.shape[2] * idx.shape[0] / pixels
         row["stages"][q] = {"psnr": psnr(lambda x: model.decode_indices(model.encode_indices(x, q))),

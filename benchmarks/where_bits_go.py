@@ -79,7 +79,7 @@ def measure(codec, images: list[np.ndarray]) -> dict:
         x = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 255
         with torch.no_grad():
             z = ae.encoder(x)
-            db_unq.append(psnr(img, ae.decoder(z)))
+            db_unq.append(psnr(img, ae.decode(z)))
             b, d, h, w = z.shape
             idx = ae.rvq.encode(z.permute(0, 2, 3, 1).reshape(-1, d), s_total).reshape(h, w, s_total)
             db_stages.append([psnr(img, ae.decode_indices(idx[None, ..., :q])) for q in range(1, s_total + 1)])

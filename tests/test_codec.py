@@ -326,3 +326,22 @@ def test_a_huge_png_is_refused_from_its_header_before_any_pixel_is_decoded(tiny_
     (tmp_path / "huge.png").write_bytes(png)
     with pytest.raises(ImageError, match="12000x12000 = 144000000 pixels, over the limit of 134217728"):
         tiny_codec.compress(tmp_path / "huge.png", 1)
+
+
+def test_a_model_with_stage_gains_saves_them_and_decodes_each_quality_with_its_own(photo_like):
+    """The gains travel in the weights and leave the indices alone; each quality decodes with its own."""
+    from vqcodec.config import ModelConfig
+
+    cfg = ModelConfig.from_dict(TINY.to_dict() | {"name": "tiny-gains", "stage_gains": True})
+    identity = VQCodec.random(cfg, seed=0)
+    with torch.no_grad():
+        identity.autoencoder.gains.latent_gain[0].fill_(0.25)       # only quality 1 (one stage) changes
+    weights = VQCodec.serialize(identity.autoencoder, identity.prior)
+    gained = VQCodec.from_bytes(weights, cfg)
+    assert torch.equal(gained.autoencoder.gains.latent_gain, identity.autoencoder.gains.latent_gain)
+    plain = VQCodec.random(cfg, seed=0)
+    for quality, same in ((1, False), (3, True)):
+        a, b = plain.compress(photo_like, quality), gained.compress(photo_like, quality)
+        assert a[-40:] == b[-40:]                                   # the same indices (the header names the model)
+        pixels_a, pixels_b = np.asarray(plain.decompress(a)), np.asarray(gained.decompress(b))
+        assert np.array_equal(pixels_a, pixels_b) == same

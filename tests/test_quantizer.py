@@ -174,3 +174,25 @@ def test_with_code_costs_beam_1_is_greedy_and_a_full_beam_minimises_error_plus_a
     score = torch.cdist(z, rvq.decode(pairs)).pow(2) + costs[None]                 # (40, 36)
     assert torch.equal(rvq.encode(z, 2, beam=36), pairs[score.argmin(1)])
     assert not torch.equal(pairs[score.argmin(1)], pairs[torch.cdist(z, rvq.decode(pairs)).argmin(1)])
+
+
+def test_stage_gains_start_as_the_identity_and_condition_on_each_samples_stage_count():
+    """StageGains at init decodes exactly as a model without them; trained, each sample uses its own stage count."""
+    from vqcodec.autoencoder import VQAutoencoder
+    from vqcodec.config import ModelConfig
+
+    torch.manual_seed(0)
+    base = ModelConfig(name="t", channels=(8, 16), latent_dim=6, codebook_size=16, num_stages=3)
+    plain = VQAutoencoder(base).eval()
+    gained = VQAutoencoder(ModelConfig.from_dict(base.to_dict() | {"stage_gains": True})).eval()
+    gained.load_state_dict(plain.state_dict(), strict=False)
+    z = torch.randn(2, 6, 3, 4)
+    assert torch.equal(gained.decode(z, torch.tensor([1, 3])), plain.decode(z))
+    with torch.no_grad():
+        gained.gains.latent_gain[0].fill_(0.5)                    # one stage decoded: latents halved
+        gained.gains.film_offset[2].fill_(0.1)                    # three stages: an offset after the first layer
+    out = gained.decode(z, torch.tensor([1, 3]))
+    assert torch.allclose(out[0], plain.decode(z[:1] * 0.5)[0], atol=1e-6)
+    assert not torch.allclose(out[1], plain.decode(z[1:])[0], atol=1e-4)
+    assert torch.allclose(gained.decode(z[1:], 3), out[1:], atol=1e-6)  # an int applies to the whole batch
+    assert torch.equal(gained.decode(z[1:]), gained.decode(z[1:], 3))  # unquantized: as all stages

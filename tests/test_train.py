@@ -165,3 +165,22 @@ def test_large_checkpoints_are_split_and_joined_exactly(tmp_path):
     save_checkpoint(path, {"step": 8, "w": torch.zeros(1)}, part_bytes=50_000)
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["x.ckpt"] and load_checkpoint(path, "cpu")["step"] == 8
     assert load_checkpoint(tmp_path / "none.ckpt", "cpu") is None
+
+
+def test_starting_from_a_model_may_add_stage_gains_but_not_drop_them():
+    """start_from: a model without stage gains starts one with them (the identity at first); the reverse is refused."""
+    import pytest
+
+    from vqcodec.autoencoder import VQAutoencoder
+    from vqcodec.config import ModelConfig
+    from vqcodec.train import start_from
+
+    torch.manual_seed(0)
+    plain_cfg = ModelConfig(name="a", channels=(8, 16), latent_dim=4, codebook_size=16, num_stages=2)
+    gains_cfg = ModelConfig.from_dict(plain_cfg.to_dict() | {"name": "b", "stage_gains": True})
+    plain, gained = VQAutoencoder(plain_cfg).eval(), VQAutoencoder(gains_cfg).eval()
+    start_from(gained, plain)
+    z = torch.randn(1, 4, 3, 3)
+    assert torch.equal(gained.decode(z, 1), plain.decode(z))
+    with pytest.raises(ValueError, match="it has stage gains"):
+        start_from(VQAutoencoder(plain_cfg), gained)

@@ -46,8 +46,31 @@ class Decoder(nn.Module):
         layers += [nn.Conv2d(c[0], 3 * 4, 3, padding=1), nn.PixelShuffle(2)]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, z):  # (B, D, h, w) -> (B, 3, h*f, w*f)
-        return self.net(z) + 0.5
+    def forward(self, z, film=None):  # (B, D, h, w) -> (B, 3, h*f, w*f)
+        """film: None, or (gain, offset), each (B, C), on the channels of the first layer's output."""
+        if film is None:
+            return self.net(z) + 0.5
+        h = self.net[:2](z)                                                  # first conv + ReLU: (B, C, h, w)
+        h = h * film[0][:, :, None, None] + film[1][:, :, None, None]
+        return self.net[2:](h) + 0.5
+
+
+class StageGains(nn.Module):
+    """Per number of decoded stages q (1..S): a gain and an offset on every latent value, and on every channel
+    of the decoder's first layer (FiLM). The decoder then knows how coarse its input is: one model for all
+    rates. Gains 1 and offsets 0 (the init) change nothing."""
+
+    def __init__(self, stages: int, latent_dim: int, channels: int):
+        super().__init__()
+        self.latent_gain = nn.Parameter(torch.ones(stages, latent_dim))
+        self.latent_offset = nn.Parameter(torch.zeros(stages, latent_dim))
+        self.film_gain = nn.Parameter(torch.ones(stages, channels))
+        self.film_offset = nn.Parameter(torch.zeros(stages, channels))
+
+    def forward(self, z, stages: torch.Tensor):  # z (B, D, h, w), stages (B,) in 1..S -> (z', film)
+        q = stages.long() - 1
+        z = z * self.latent_gain[q][:, :, None, None] + self.latent_offset[q][:, :, None, None]
+        return z, (self.film_gain[q], self.film_offset[q])
 
 
 class HybridEncoder(nn.Module):
@@ -78,8 +101,8 @@ class HybridDecoder(nn.Module):
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
 
-    def forward(self, z):  # (B, D, h, w) -> (B, 3, h*f, w*f)
-        return self.linear(z) + self.branch(z) - 0.5  # the branch adds 0.5 (a conv decoder's mid-grey)
+    def forward(self, z, film=None):  # (B, D, h, w) -> (B, 3, h*f, w*f)
+        return self.linear(z) + self.branch(z, film) - 0.5  # the branch adds 0.5 (a conv decoder's mid-grey)
 
 
 class VQAutoencoder(nn.Module):
@@ -90,6 +113,16 @@ class VQAutoencoder(nn.Module):
         self.encoder = HybridEncoder(cfg) if hybrid else Encoder(cfg)
         self.rvq = ResidualVQ(cfg.num_stages, cfg.codebook_size, cfg.latent_dim)
         self.decoder = HybridDecoder(cfg) if hybrid else Decoder(cfg)
+        self.gains = StageGains(cfg.num_stages, cfg.latent_dim, cfg.channels[-1]) if cfg.stage_gains else None
+
+    def decode(self, z: torch.Tensor, stages: torch.Tensor | int | None = None) -> torch.Tensor:
+        """The decoder on latents z (B, D, h, w) that sum `stages` residual stages (an int, or (B,) per sample;
+        None: unquantized, taken as all stages). Only a model with stage_gains uses `stages`."""
+        if self.gains is None:
+            return self.decoder(z)
+        stages = torch.as_tensor(self.cfg.num_stages if stages is None else stages, device=z.device)
+        z, film = self.gains(z, stages.expand(z.shape[0]))
+        return self.decoder(z, film)
 
     @torch.no_grad()
     def set_linear_transform(self, basis: torch.Tensor, mean: torch.Tensor) -> None:
@@ -125,7 +158,7 @@ class VQAutoencoder(nn.Module):
         partial = (stacked * keep[..., None]).sum(0)  # (N, D)
         commit = (flat - stacked.sum(0).detach()).pow(2).mean()
         zq = flat + (partial - flat).detach()  # straight-through
-        recon = self.decoder(self._unflatten(zq, b, h, w))
+        recon = self.decode(self._unflatten(zq, b, h, w), stages_per_sample)
         return recon, commit, indices.reshape(b, h, w, -1)
 
     @torch.no_grad()
@@ -160,7 +193,7 @@ class VQAutoencoder(nn.Module):
                 flat = self._flatten(z)                                            # (B*h*w, D)
                 idx = self.rvq.encode(flat.detach(), num_stages, first_codes, beam)  # (B*h*w, q)
                 quantized = flat + (self.rvq.decode(idx) - flat).detach()          # straight-through
-                recon = self.decoder(self._unflatten(quantized, b, h, w)).clamp(0, 1)
+                recon = self.decode(self._unflatten(quantized, b, h, w), num_stages).clamp(0, 1)
                 err = (recon - x).pow(2).flatten(1).mean(1)                        # (B,)
                 if step < steps:
                     z.grad = torch.autograd.grad(err.sum(), z)[0]
@@ -176,4 +209,4 @@ class VQAutoencoder(nn.Module):
         """indices: (B, h, w, q) -> image (B, 3, h*f, w*f), clamped to [0, 1]."""
         b, h, w, q = indices.shape
         v = self.rvq.decode(indices.reshape(-1, q))
-        return self.decoder(self._unflatten(v, b, h, w)).clamp(0, 1)
+        return self.decode(self._unflatten(v, b, h, w), q).clamp(0, 1)

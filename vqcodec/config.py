@@ -21,6 +21,8 @@ class ModelConfig:
     coarse_sizes: tuple[int, ...] = ()          # extra lowest levels: stage 0 limited to its first n coarse codes
     transform: str = "conv"                     # "conv", or "klt-hybrid": a linear block transform (KLT at
                                                 # init) plus the conv networks as branches that start at zero
+    stage_gains: bool = False                   # the decoder conditioned on the number of decoded stages
+                                                # (autoencoder.StageGains)
 
     def __post_init__(self):
         if self.transform not in ("conv", "klt-hybrid"):

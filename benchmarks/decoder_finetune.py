@@ -1,0 +1,177 @@
+"""Fine-tune a model's decoder on the indices its own encoder makes, measured on training crops (not Kodak).
+
+    python benchmarks/decoder_finetune.py [--model vqf8-v6] [--arms plain,gains] [--minutes 12]
+                                          [--crops 4096] [--export runs/decft]
+
+The encoder, the codebooks, their code costs and the prior stay as they are, so every index of every .vq file
+stays the same (and so does every rate): only the pixels decoded from them change. The decoder was trained on
+nearest-code latents; entropy-constrained codebooks (vqf8-v6) quantize differently, so it can learn what the new
+quantization error looks like. Arms, each trained for the same wall time from the same start:
+
+- plain: the decoder's weights;
+- gains: the same, plus `StageGains` (config stage_gains): a gain and offset per number of decoded stages on
+  every latent value and on the decoder's first layer, so that the decoder knows how coarse its input is.
+
+The loss is the pixel MSE of the batch, or (--loss log-mse) the mean of each crop's log MSE, which weighs every
+quality alike in dB (the MSE is dominated by the coarsest qualities).
+
+Training data: --crops random 128x128 crops of the training photos that are not among compare_autoencoders.py's
+(every 15th photo), encoded once, greedily, at every quality (the coarse levels too); each step decodes a batch at
+random qualities (uniform over the codec's qualities) and descends the pixel MSE. Measured: the 48 fixed crops of
+compare_autoencoders.py encoded as the codec does (default effort), bpp of the real .vq files, and the PSNR of
+each arm's decoder on those same indices; BD-rate (PSNR) of each arm against the model as it is.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="../shared/data/train")
+    ap.add_argument("--model", default=None, help="shipped model name or folder (default: the shipped model)")
+    ap.add_argument("--arms", default="plain,gains")
+    ap.add_argument("--minutes", type=float, default=12.0, help="training wall time per arm")
+    ap.add_argument("--crops", type=int, default=4096)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--loss", choices=("mse", "log-mse"), default="mse",
+                    help="log-mse: the mean of each crop's log MSE, so every quality counts alike in dB")
+    ap.add_argument("--export", default=None, help="write a model folder per arm under this folder")
+    ap.add_argument("--out", default="benchmarks/results/decoder_finetune.json")
+    args = ap.parse_args()
+
+    import copy
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from compare_autoencoders import training_crops
+    from vqcodec import DEFAULT_EFFORT, EFFORT_BEAMS
+    from vqcodec.autoencoder import VQAutoencoder
+    from vqcodec.bench.bdrate import bd_rate
+    from vqcodec.codec import DEFAULT_MODEL, VQCodec, load_codec
+    from vqcodec.config import ModelConfig
+    from vqcodec.data import CropSampler
+    from vqcodec.train import load_images
+
+    torch.manual_seed(0)
+    t0 = time.time()
+    codec = load_codec(args.model or DEFAULT_MODEL)
+    ae, cfg = codec.autoencoder.eval(), codec.cfg
+    plans = [cfg.quality_plan(q) for q in codec.qualities]                    # (stages, coarse size or None)
+    images = load_images(args.data, 256)
+    fit = CropSampler([im for i, im in enumerate(images) if i % 15], 128, seed=13).batch(args.crops)
+    evals = training_crops(args.data)                                         # (48, 3, 256, 256)
+
+    # training indices: all stages greedily, and stage 0 again under each coarse alphabet
+    codebooks = torch.stack([vq.codebook.float() for vq in ae.rvq.stages])    # (S, K, D)
+    fine, coarse = [], {n: [] for n in cfg.coarse_sizes}
+    with torch.no_grad():
+        for i in range(0, len(fit), 64):
+            z = ae.encoder(fit[i:i + 64])
+            b, d, h, w = z.shape
+            flat = VQAutoencoder._flatten(z)
+            fine.append(ae.rvq.encode(flat, cfg.num_stages).reshape(b, h, w, -1).short())
+            for n in cfg.coarse_sizes:
+                first = codec.coarse_codes[:n]
+                coarse[n].append(ae.rvq.encode(flat, 1, first).reshape(b, h, w).short())
+    fine = torch.cat(fine)                                                    # (N, h, w, S)
+    coarse = {n: torch.cat(v) for n, v in coarse.items()}                     # (N, h, w)
+    print(f"training indices {tuple(fine.shape)} ({time.time() - t0:.0f} s)", flush=True)
+
+    def latents(rows, plan_ids):
+        """Summed code vectors of crops `rows`, each at the quality plan plan_ids[i] -> (B, D, h, w), stages (B,)."""
+        idx = fine[rows].long()                                               # (B, h, w, S)
+        stages = torch.tensor([plans[p][0] for p in plan_ids])
+        for j, p in enumerate(plan_ids):
+            if plans[p][1] is not None:
+                idx[j, ..., 0] = coarse[plans[p][1]][rows[j]].long()
+        vecs = codebooks[torch.arange(cfg.num_stages), idx]                   # (B, h, w, S, D)
+        keep = (torch.arange(cfg.num_stages)[None] < stages[:, None]).float()  # (B, S)
+        return (vecs * keep[:, None, None, :, None]).sum(3).permute(0, 3, 1, 2), stages
+
+    # evaluation: the codec's own files and indices at every quality, for every arm the same
+    arrays = (evals * 255).round().byte().permute(0, 2, 3, 1).numpy()        # (48, 256, 256, 3)
+    pil = [Image.fromarray(a) for a in arrays]
+    beam = EFFORT_BEAMS[DEFAULT_EFFORT]
+    eval_idx, bpp = [], []
+    for q in codec.qualities:
+        stages, alphabet = codec.quality_plan(q)
+        files = codec.compress_batch(pil, q)
+        bpp.append(float(np.mean([8 * len(f) / (256 * 256) for f in files])))
+        first = None if alphabet is None else alphabet.codes
+        eval_idx.append(torch.cat([ae.encode_indices(evals[i:i + 8], stages, first, beam=beam)
+                                   for i in range(0, len(evals), 8)]))
+    print(f"evaluation indices and bpp {[round(b, 4) for b in bpp]} ({time.time() - t0:.0f} s)", flush=True)
+
+    def curve(model) -> list[float]:
+        out = []
+        with torch.no_grad():
+            for idx in eval_idx:
+                x = torch.cat([model.decode_indices(idx[i:i + 8]) for i in range(0, len(idx), 8)])
+                x = (x * 255).round() / 255
+                out.append(float((-10 * (x - evals).pow(2).mean((1, 2, 3)).log10()).mean()))
+        return out
+
+    base = curve(ae)
+    results = {"command": "python benchmarks/decoder_finetune.py " + " ".join(
+        f"--{a.replace('_', '-')} {v}" for a, v in vars(args).items() if v is not None),
+        "model": cfg.name, "bpp": bpp, "psnr_before": base, "arms": {}}
+    print("before: PSNR", [round(p, 2) for p in base], flush=True)
+
+    for arm in args.arms.split(","):
+        if arm not in ("plain", "gains"):
+            raise SystemExit(f"unknown arm {arm!r}")
+        model = VQAutoencoder(ModelConfig.from_dict(cfg.to_dict() | {"stage_gains": arm == "gains"}))
+        model.load_state_dict(ae.state_dict(), strict=False)
+        model.train()
+        params = list(model.decoder.parameters()) + (list(model.gains.parameters()) if model.gains else [])
+        opt = torch.optim.Adam(params, lr=args.lr)
+        gen = torch.Generator().manual_seed(1)
+        start, step, seen = time.time(), 0, 0.0
+        while time.time() - start < args.minutes * 60:
+            frac = (time.time() - start) / (args.minutes * 60)
+            for g in opt.param_groups:
+                g["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * frac))
+            rows = torch.randint(len(fine), (args.batch,), generator=gen)
+            plan_ids = torch.randint(len(plans), (args.batch,), generator=gen).tolist()
+            z, stages = latents(rows, plan_ids)
+            x = fit[rows]
+            mse = (model.decode(z, stages) - x).pow(2).mean((1, 2, 3))           # (B,)
+            loss = mse.log().mean() if args.loss == "log-mse" else mse.mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            seen = 0.98 * seen + 0.02 * float(loss.detach()) if step > 1 else float(loss.detach())
+            if step % 200 == 0:
+                print(f"  {arm} step {step} loss {seen:.6f} ({time.time() - start:.0f} s)", flush=True)
+        model.eval()
+        points = curve(model)
+        bd = bd_rate(bpp, base, bpp, points)
+        results["arms"][arm] = {"steps": step, "psnr": points, "bd_rate_vs_before": bd,
+                                "gain_db": [p - b for p, b in zip(points, base)]}
+        print(f"{arm}: {step} steps, BD-rate {bd:+.2f} %, PSNR gain per quality",
+              [round(p - b, 3) for p, b in zip(points, base)], flush=True)
+        if args.export:
+            name = f"{cfg.name}-dec{arm}" + ("-log" if args.loss == "log-mse" else "")
+            out = Path(args.export) / name
+            out.mkdir(parents=True, exist_ok=True)
+            model.cfg = ModelConfig.from_dict(model.cfg.to_dict() | {"name": name})
+            (out / "config.json").write_text(json.dumps(model.cfg.to_dict(), indent=2) + "\n")
+            (out / "model.safetensors").write_bytes(VQCodec.serialize(model, codec.prior, codec.coarse_codes))
+            print("exported", out, flush=True)
+        Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    print("wrote", args.out, f"({time.time() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
