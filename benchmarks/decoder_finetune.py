@@ -1,7 +1,7 @@
 """Fine-tune a model's decoder on the indices its own encoder makes, measured on training crops (not Kodak).
 
     python benchmarks/decoder_finetune.py [--model vqf8-v6] [--arms plain,gains] [--minutes 12]
-                                          [--crops 4096] [--export runs/decft]
+                                          [--crops 4096] [--loss mse] [--export runs/decft]
 
 The encoder, the codebooks, their code costs and the prior stay as they are, so every index of every .vq file
 stays the same (and so does every rate): only the pixels decoded from them change. The decoder was trained on
@@ -11,6 +11,11 @@ quantization error looks like. Arms, each trained for the same wall time from th
 - plain: the decoder's weights;
 - gains: the same, plus `StageGains` (config stage_gains): a gain and offset per number of decoded stages on
   every latent value and on the decoder's first layer, so that the decoder knows how coarse its input is.
+
+- encoder: gains, and the encoder trained too (the codebooks, code costs and prior stay): each step encodes its
+  crops greedily with the code costs, straight-through, plus `vqcodec train`'s commitment term. The indices
+  change, so this arm is measured by the real codec (its bpp under the unchanged prior, which was trained on
+  the old indices: a retrained prior could only do better).
 
 The loss is the pixel MSE of the batch, or (--loss log-mse) the mean of each crop's log MSE, which weighs every
 quality alike in dB (the MSE is dominated by the coarsest qualities).
@@ -121,6 +126,38 @@ def main() -> None:
                 out.append(float((-10 * (x - evals).pow(2).mean((1, 2, 3)).log10()).mean()))
         return out
 
+    def real_curve(model) -> tuple[list[float], list[float]]:
+        """The codec of `model` (the same prior) on the evaluation crops -> (bpp, mean PSNR) per quality."""
+        trial = VQCodec.from_bytes(VQCodec.serialize(model, codec.prior, codec.coarse_codes), model.cfg)
+        rates, dbs = [], []
+        for q in codec.qualities:
+            files = trial.compress_batch(pil, q)
+            out = np.stack([np.asarray(im, np.float64) for im in trial.decompress_batch(files)])
+            rates.append(float(np.mean([8 * len(f) / (256 * 256) for f in files])))
+            dbs.append(float(np.mean(10 * np.log10(255 ** 2 / ((out - arrays) ** 2).mean((1, 2, 3))))))
+        return rates, dbs
+
+    def live_latents(model, x, plan_ids):
+        """The encoder on crops x at qualities plan_ids, greedy codes (with their costs), straight-through
+        -> (B, D, h, w) quantized, stages (B,), commitment (B,) to all stages' codes."""
+        z = model.encoder(x)
+        b, d, h, w = z.shape
+        flat = VQAutoencoder._flatten(z)                                      # (B*h*w, D)
+        idx = model.rvq.encode(flat.detach(), cfg.num_stages).reshape(b, h * w, -1)
+        vecs = codebooks[torch.arange(cfg.num_stages), idx]                   # (B, h*w, S, D)
+        full = vecs.sum(2)
+        stages = torch.tensor([plans[p][0] for p in plan_ids])
+        keep = (torch.arange(cfg.num_stages)[None] < stages[:, None]).float()  # (B, S)
+        part = (vecs * keep[:, None, :, None]).sum(2)                          # (B, h*w, D)
+        for j, p in enumerate(plan_ids):
+            if plans[p][1] is not None:
+                first = codec.coarse_codes[:plans[p][1]]
+                part[j] = codebooks[0][model.rvq.encode(flat.detach()[j * h * w:(j + 1) * h * w], 1, first)[:, 0]]
+        flat = flat.reshape(b, h * w, d)
+        commit = (flat - full).pow(2).mean((1, 2))
+        zq = flat + (part - flat).detach()
+        return zq.reshape(b, h, w, d).permute(0, 3, 1, 2), stages, commit
+
     base = curve(ae)
     results = {"command": "python benchmarks/decoder_finetune.py " + " ".join(
         f"--{a.replace('_', '-')} {v}" for a, v in vars(args).items() if v is not None),
@@ -128,12 +165,15 @@ def main() -> None:
     print("before: PSNR", [round(p, 2) for p in base], flush=True)
 
     for arm in args.arms.split(","):
-        if arm not in ("plain", "gains"):
+        if arm not in ("plain", "gains", "encoder"):
             raise SystemExit(f"unknown arm {arm!r}")
-        model = VQAutoencoder(ModelConfig.from_dict(cfg.to_dict() | {"stage_gains": arm == "gains"}))
+        model = VQAutoencoder(ModelConfig.from_dict(cfg.to_dict() | {"stage_gains": arm != "plain"}))
         model.load_state_dict(ae.state_dict(), strict=False)
         model.train()
         params = list(model.decoder.parameters()) + (list(model.gains.parameters()) if model.gains else [])
+        if arm == "encoder":
+            params += list(model.encoder.parameters())
+            model.rvq.eval()                                                  # codebooks and costs stay
         opt = torch.optim.Adam(params, lr=args.lr)
         gen = torch.Generator().manual_seed(1)
         start, step, seen = time.time(), 0, 0.0
@@ -143,9 +183,13 @@ def main() -> None:
                 g["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * frac))
             rows = torch.randint(len(fine), (args.batch,), generator=gen)
             plan_ids = torch.randint(len(plans), (args.batch,), generator=gen).tolist()
-            z, stages = latents(rows, plan_ids)
             x = fit[rows]
+            if arm == "encoder":
+                z, stages, commit = live_latents(model, x, plan_ids)
+            else:
+                (z, stages), commit = latents(rows, plan_ids), torch.zeros(args.batch)
             mse = (model.decode(z, stages) - x).pow(2).mean((1, 2, 3))           # (B,)
+            mse = mse + 0.25 * commit                                           # as `vqcodec train` (0 if frozen)
             loss = mse.log().mean() if args.loss == "log-mse" else mse.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -155,9 +199,9 @@ def main() -> None:
             if step % 200 == 0:
                 print(f"  {arm} step {step} loss {seen:.6f} ({time.time() - start:.0f} s)", flush=True)
         model.eval()
-        points = curve(model)
-        bd = bd_rate(bpp, base, bpp, points)
-        results["arms"][arm] = {"steps": step, "psnr": points, "bd_rate_vs_before": bd,
+        rates, points = real_curve(model) if arm == "encoder" else (bpp, curve(model))
+        bd = bd_rate(bpp, base, rates, points)
+        results["arms"][arm] = {"steps": step, "bpp": rates, "psnr": points, "bd_rate_vs_before": bd,
                                 "gain_db": [p - b for p, b in zip(points, base)]}
         print(f"{arm}: {step} steps, BD-rate {bd:+.2f} %, PSNR gain per quality",
               [round(p - b, 3) for p, b in zip(points, base)], flush=True)
