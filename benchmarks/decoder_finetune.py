@@ -49,7 +49,6 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/decoder_finetune.json")
     args = ap.parse_args()
 
-    import copy
     import sys
     from pathlib import Path
 
@@ -66,6 +65,7 @@ def main() -> None:
     from vqcodec.config import ModelConfig
     from vqcodec.data import CropSampler
     from vqcodec.train import load_images
+    from vqcodec.training_cli import export_model
 
     torch.manual_seed(0)
     t0 = time.time()
@@ -208,10 +208,9 @@ def main() -> None:
         if args.export:
             name = f"{cfg.name}-dec{arm}" + ("-log" if args.loss == "log-mse" else "")
             out = Path(args.export) / name
-            out.mkdir(parents=True, exist_ok=True)
             model.cfg = ModelConfig.from_dict(model.cfg.to_dict() | {"name": name})
-            (out / "config.json").write_text(json.dumps(model.cfg.to_dict(), indent=2) + "\n")
-            (out / "model.safetensors").write_bytes(VQCodec.serialize(model, codec.prior, codec.coarse_codes))
+            export_model(VQCodec.serialize(model, codec.prior, codec.coarse_codes), model.cfg,
+                         {"from": cfg.name, "command": results["command"], "arm": arm, "steps": step}, out)
             print("exported", out, flush=True)
         Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
     print("wrote", args.out, f"({time.time() - t0:.0f} s)")
