@@ -92,6 +92,12 @@ def main() -> None:
     coarse = {n: torch.cat(v) for n, v in coarse.items()}                     # (N, h, w)
     print(f"training indices {tuple(fine.shape)} ({time.time() - t0:.0f} s)", flush=True)
 
+    def prefix_sum(idx, stages):
+        """idx (B, ..., S) codes, stages (B,) -> (B, ..., D): each sample's first stages[j] code vectors summed."""
+        vecs = codebooks[torch.arange(cfg.num_stages), idx]                   # (B, ..., S, D)
+        keep = (torch.arange(cfg.num_stages)[None] < stages[:, None]).float()  # (B, S)
+        return (vecs * keep.view(len(keep), *[1] * (idx.dim() - 2), -1, 1)).sum(-2)
+
     def latents(rows, plan_ids):
         """Summed code vectors of crops `rows`, each at the quality plan plan_ids[i] -> (B, D, h, w), stages (B,)."""
         idx = fine[rows].long()                                               # (B, h, w, S)
@@ -99,9 +105,7 @@ def main() -> None:
         for j, p in enumerate(plan_ids):
             if plans[p][1] is not None:
                 idx[j, ..., 0] = coarse[plans[p][1]][rows[j]].long()
-        vecs = codebooks[torch.arange(cfg.num_stages), idx]                   # (B, h, w, S, D)
-        keep = (torch.arange(cfg.num_stages)[None] < stages[:, None]).float()  # (B, S)
-        return (vecs * keep[:, None, None, :, None]).sum(3).permute(0, 3, 1, 2), stages
+        return prefix_sum(idx, stages).permute(0, 3, 1, 2), stages
 
     # evaluation: the codec's own files and indices at every quality, for every arm the same
     arrays = (evals * 255).round().byte().permute(0, 2, 3, 1).numpy()        # (48, 256, 256, 3)
@@ -143,16 +147,14 @@ def main() -> None:
         z = model.encoder(x)
         b, d, h, w = z.shape
         flat = VQAutoencoder._flatten(z)                                      # (B*h*w, D)
-        idx = model.rvq.encode(flat.detach(), cfg.num_stages).reshape(b, h * w, -1)
-        vecs = codebooks[torch.arange(cfg.num_stages), idx]                   # (B, h*w, S, D)
-        full = vecs.sum(2)
+        idx = model.rvq.encode(flat.detach(), cfg.num_stages).reshape(b, h * w, -1)  # (B, h*w, S)
+        full = prefix_sum(idx, torch.full((b,), cfg.num_stages))              # (B, h*w, D)
         stages = torch.tensor([plans[p][0] for p in plan_ids])
-        keep = (torch.arange(cfg.num_stages)[None] < stages[:, None]).float()  # (B, S)
-        part = (vecs * keep[:, None, :, None]).sum(2)                          # (B, h*w, D)
         for j, p in enumerate(plan_ids):
             if plans[p][1] is not None:
                 first = codec.coarse_codes[:plans[p][1]]
-                part[j] = codebooks[0][model.rvq.encode(flat.detach()[j * h * w:(j + 1) * h * w], 1, first)[:, 0]]
+                idx[j, :, 0] = model.rvq.encode(flat.detach()[j * h * w:(j + 1) * h * w], 1, first)[:, 0]
+        part = prefix_sum(idx, stages)                                         # (B, h*w, D)
         flat = flat.reshape(b, h * w, d)
         commit = (flat - full).pow(2).mean((1, 2))
         zq = flat + (part - flat).detach()
