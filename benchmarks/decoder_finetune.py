@@ -16,6 +16,11 @@ quantization error looks like. Arms, each trained for the same wall time from th
   crops greedily with the code costs, straight-through, plus `vqcodec train`'s commitment term. The indices
   change, so this arm is measured by the real codec (its bpp under the unchanged prior, which was trained on
   the old indices: a retrained prior could only do better).
+- rate: the encoder arm with a rate term: + --rate-weight x each crop's expected bits per pixel of its coded
+  stages, through a soft assignment at every stage (softmax over -(|r - c|^2 + cost) / lambda_s, lambda_s the
+  stage's Lagrange multiplier, so the softmax is over code lengths in bits) and each code's length L(c) =
+  cost / lambda_s (the marginal lengths the ECVQ fit counted; stage 0 has none and adds nothing). With
+  --loss log-mse the weight is in log-MSE per bpp: about 2 is the slope of the codec's curve at mid rates.
 
 The loss is the pixel MSE of the batch, or (--loss log-mse) the mean of each crop's log MSE, which weighs every
 quality alike in dB (the MSE is dominated by the coarsest qualities).
@@ -45,6 +50,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--loss", choices=("mse", "log-mse"), default="mse",
                     help="log-mse: the mean of each crop's log MSE, so every quality counts alike in dB")
+    ap.add_argument("--rate-weight", type=float, default=2.0, help="the rate arm's weight on expected bpp")
     ap.add_argument("--export", default=None, help="write a model folder per arm under this folder")
     ap.add_argument("--out", default="benchmarks/results/decoder_finetune.json")
     args = ap.parse_args()
@@ -141,9 +147,39 @@ def main() -> None:
             dbs.append(float(np.mean(10 * np.log10(255 ** 2 / ((out - arrays) ** 2).mean((1, 2, 3))))))
         return rates, dbs
 
-    def live_latents(model, x, plan_ids):
+    def multiplier(cost: torch.Tensor) -> float:
+        """A stage's code costs lambda x L(c), with L the lengths of a complete code (sum 2^-L = 1) -> lambda."""
+        if float(cost.abs().max()) == 0:
+            return 0.0
+        lo, hi = 1e-9, 1e3
+        for _ in range(100):                                                  # sum 2^(-cost/lam) grows with lam
+            mid = math.sqrt(lo * hi)
+            lo, hi = (lo, mid) if float(torch.exp2(-cost.double() / mid).sum()) > 1 else (mid, hi)
+        return math.sqrt(lo * hi)
+
+    lambdas = [multiplier(vq.code_cost.float()) for vq in ae.rvq.stages]
+    print("stage multipliers lambda_s:", [round(x, 6) for x in lambdas], flush=True)
+
+    def expected_bits(flat, idx, stages):
+        """flat (B, n, D) latents, idx (B, n, S) their hard codes, stages (B,) -> (B,) expected bits of the coded
+        stages under a soft assignment at each (see the rate arm); the path before each stage stays hard."""
+        bits = flat.new_zeros(flat.shape[0])
+        residual = flat
+        for s, vq in enumerate(ae.rvq.stages[:int(stages.max())]):
+            cb = codebooks[s]
+            if lambdas[s] > 0:
+                cost = vq.code_cost.float()
+                dist = residual.pow(2).sum(-1, keepdim=True) - 2 * residual @ cb.t() + (cb.pow(2).sum(1) + cost)
+                p = torch.softmax(-dist / lambdas[s], -1)                     # (B, n, K)
+                per = (p * (cost / lambdas[s])).sum(-1).sum(-1)               # (B,) expected bits of stage s
+                bits = bits + per * (s < stages).float()
+            residual = residual - cb[idx[..., s]]
+        return bits
+
+    def live_latents(model, x, plan_ids, rate=False):
         """The encoder on crops x at qualities plan_ids, greedy codes (with their costs), straight-through
-        -> (B, D, h, w) quantized, stages (B,), commitment (B,) to all stages' codes."""
+        -> (B, D, h, w) quantized, stages (B,), commitment (B,) to all stages' codes, and (rate) the expected
+        bits per pixel (B,) of the coded stages (else zeros)."""
         z = model.encoder(x)
         b, d, h, w = z.shape
         flat = VQAutoencoder._flatten(z)                                      # (B*h*w, D)
@@ -157,8 +193,9 @@ def main() -> None:
         part = prefix_sum(idx, stages)                                         # (B, h*w, D)
         flat = flat.reshape(b, h * w, d)
         commit = (flat - full).pow(2).mean((1, 2))
+        bpp = expected_bits(flat, idx, stages) / x[0, 0].numel() if rate else torch.zeros(b)
         zq = flat + (part - flat).detach()
-        return zq.reshape(b, h, w, d).permute(0, 3, 1, 2), stages, commit
+        return zq.reshape(b, h, w, d).permute(0, 3, 1, 2), stages, commit, bpp
 
     base = curve(ae)
     results = {"command": "python benchmarks/decoder_finetune.py " + " ".join(
@@ -167,13 +204,14 @@ def main() -> None:
     print("before: PSNR", [round(p, 2) for p in base], flush=True)
 
     for arm in args.arms.split(","):
-        if arm not in ("plain", "gains", "encoder"):
+        if arm not in ("plain", "gains", "encoder", "rate"):
             raise SystemExit(f"unknown arm {arm!r}")
         model = VQAutoencoder(ModelConfig.from_dict(cfg.to_dict() | {"stage_gains": arm != "plain"}))
         model.load_state_dict(ae.state_dict(), strict=False)
         model.train()
         params = list(model.decoder.parameters()) + (list(model.gains.parameters()) if model.gains else [])
-        if arm == "encoder":
+        live = arm in ("encoder", "rate")
+        if live:
             params += list(model.encoder.parameters())
             model.rvq.eval()                                                  # codebooks and costs stay
         opt = torch.optim.Adam(params, lr=args.lr)
@@ -186,13 +224,14 @@ def main() -> None:
             rows = torch.randint(len(fine), (args.batch,), generator=gen)
             plan_ids = torch.randint(len(plans), (args.batch,), generator=gen).tolist()
             x = fit[rows]
-            if arm == "encoder":
-                z, stages, commit = live_latents(model, x, plan_ids)
+            if live:
+                z, stages, commit, spent = live_latents(model, x, plan_ids, rate=arm == "rate")
             else:
-                (z, stages), commit = latents(rows, plan_ids), torch.zeros(args.batch)
+                (z, stages), commit, spent = latents(rows, plan_ids), torch.zeros(args.batch), torch.zeros(args.batch)
             mse = (model.decode(z, stages) - x).pow(2).mean((1, 2, 3))           # (B,)
             mse = mse + 0.25 * commit                                           # as `vqcodec train` (0 if frozen)
             loss = mse.log().mean() if args.loss == "log-mse" else mse.mean()
+            loss = loss + args.rate_weight * spent.mean() if arm == "rate" else loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -201,7 +240,7 @@ def main() -> None:
             if step % 200 == 0:
                 print(f"  {arm} step {step} loss {seen:.6f} ({time.time() - start:.0f} s)", flush=True)
         model.eval()
-        rates, points = real_curve(model) if arm == "encoder" else (bpp, curve(model))
+        rates, points = real_curve(model) if live else (bpp, curve(model))
         bd = bd_rate(bpp, base, rates, points)
         results["arms"][arm] = {"steps": step, "bpp": rates, "psnr": points, "bd_rate_vs_before": bd,
                                 "gain_db": [p - b for p, b in zip(points, base)]}
