@@ -3,10 +3,11 @@
     python benchmarks/decoder_finetune.py [--model vqf8-v6] [--arms plain,gains,encoder,rate] [--minutes 12]
                                           [--crops 4096] [--loss mse] [--rate-weight 2] [--export runs/decft]
 
-In the plain and gains arms the encoder, the codebooks, their code costs and the prior stay as they are, so every index of every .vq file
-stays the same (and so does every rate): only the pixels decoded from them change. The decoder was trained on
-nearest-code latents; entropy-constrained codebooks (vqf8-v6) quantize differently, so it can learn what the new
-quantization error looks like. Arms, each trained for the same wall time from the same start:
+In the plain and gains arms the encoder, the codebooks, their code costs and the prior stay as they are, so
+every index of every .vq file stays the same (and so does every rate): only the pixels decoded from them
+change. The decoder was trained on nearest-code latents; entropy-constrained codebooks (vqf8-v6) quantize
+differently, so it can learn what the new quantization error looks like. Arms, each trained for the same wall
+time from the same start:
 
 - plain: the decoder's weights;
 - gains: the same, plus `StageGains` (config stage_gains): a gain and offset per number of decoded stages on

@@ -1,7 +1,7 @@
 """A scalar refinement layer after the first residual stages, against more residual stages (proxy, training
 crops, not Kodak).
 
-    python benchmarks/scalar_refinement.py [--model vqf8-v7] [--stages 1,2,3,4,6] [--steps 0.5,0.35,...]
+    python benchmarks/scalar_refinement.py [--model vqf8-v7] [--stages 2,3,4,6] [--steps 0.06,0.045,...]
 
 The deep residual stages buy little PSNR per bit (where_bits_go.py). At high rates a uniform scalar quantizer
 with an entropy code is within 0.25 bit per value of the rate-distortion bound; a 512-code VQ of a 32-value
@@ -28,8 +28,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/data/train")
     ap.add_argument("--model", default=None)
-    ap.add_argument("--stages", default="1,2,3,4,6")
-    ap.add_argument("--steps", default="0.7,0.5,0.35,0.25,0.18,0.13")
+    ap.add_argument("--stages", default="2,3,4,6", help="residual stages before the scalar layer")
+    ap.add_argument("--steps", default="0.06,0.045,0.032,0.024,0.018,0.013,0.009",
+                    help="delta: the pixel-domain step (an added pixel MSE of 32 delta^2 / 12 in [0, 1] units)")
     ap.add_argument("--thetas", default="0,0.2")
     ap.add_argument("--fit-crops", type=int, default=256)
     ap.add_argument("--out", default="benchmarks/results/scalar_refinement.json")
