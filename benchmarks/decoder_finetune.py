@@ -1,6 +1,6 @@
 """Fine-tune a model's decoder on the indices its own encoder makes, measured on training crops (not Kodak).
 
-    python benchmarks/decoder_finetune.py [--model vqf8-v6] [--arms plain,gains,encoder,rate] [--minutes 12]
+    python benchmarks/decoder_finetune.py [--model vqf8-v6] [--arms plain,gains,encoder,rate,postfilter] [--minutes 12]
                                           [--crops 4096] [--loss mse] [--rate-weight 2] [--export runs/decft]
 
 In the plain and gains arms the encoder, the codebooks, their code costs and the prior stay as they are, so
@@ -17,6 +17,9 @@ time from the same start:
   crops greedily with the code costs, straight-through, plus `vqcodec train`'s commitment term. The indices
   change, so this arm is measured by the real codec (its bpp under the unchanged prior, which was trained on
   the old indices: a retrained prior could only do better).
+- postfilter: gains as trained, and a new full-resolution residual filter after the decoder (config postfilter,
+  `autoencoder.PostFilter`, --postfilter channels), trained alone; postfilter-dec: the filter and the decoder.
+  The filter's new weights take steps 10 x --lr.
 - rate: the encoder arm with a rate term: + --rate-weight x each crop's expected bits per pixel of its coded
   stages, through a soft assignment at every stage (softmax over -(|r - c|^2 + cost) / lambda_s, lambda_s the
   stage's Lagrange multiplier, so the softmax is over code lengths in bits) and each code's length L(c) =
@@ -52,6 +55,7 @@ def main() -> None:
     ap.add_argument("--loss", choices=("mse", "log-mse"), default="mse",
                     help="log-mse: the mean of each crop's log MSE, so every quality counts alike in dB")
     ap.add_argument("--rate-weight", type=float, default=2.0, help="the rate arm's weight on expected bpp")
+    ap.add_argument("--postfilter", type=int, default=16, help="the postfilter arms' width (config postfilter)")
     ap.add_argument("--export", default=None, help="write a model folder per arm under this folder")
     ap.add_argument("--out", default="benchmarks/results/decoder_finetune.json")
     args = ap.parse_args()
@@ -205,23 +209,31 @@ def main() -> None:
     print("before: PSNR", [round(p, 2) for p in base], flush=True)
 
     for arm in args.arms.split(","):
-        if arm not in ("plain", "gains", "encoder", "rate"):
+        if arm not in ("plain", "gains", "encoder", "rate", "postfilter", "postfilter-dec"):
             raise SystemExit(f"unknown arm {arm!r}")
-        model = VQAutoencoder(ModelConfig.from_dict(cfg.to_dict() | {"stage_gains": arm != "plain"}))
+        filtered = arm.startswith("postfilter")
+        model = VQAutoencoder(ModelConfig.from_dict(cfg.to_dict() | {"stage_gains": arm != "plain"}
+                                                    | ({"postfilter": args.postfilter} if filtered else {})))
         model.load_state_dict(ae.state_dict(), strict=False)
         model.train()
         params = list(model.decoder.parameters()) + (list(model.gains.parameters()) if model.gains else [])
+        if arm == "postfilter":                                               # the filter alone
+            params = []
+        groups = [{"params": params, "scale": 1.0}]
+        if filtered:                                                          # new weights: a 10x larger step
+            groups.append({"params": list(model.postfilter.parameters()), "scale": 10.0})
         live = arm in ("encoder", "rate")
         if live:
-            params += list(model.encoder.parameters())
             model.rvq.eval()                                                  # codebooks and costs stay
-        opt = torch.optim.Adam(params, lr=args.lr)
+        if live:
+            groups[0]["params"] += list(model.encoder.parameters())
+        opt = torch.optim.Adam([g for g in groups if g["params"]], lr=args.lr)
         gen = torch.Generator().manual_seed(1)
         start, step, seen = time.time(), 0, 0.0
         while time.time() - start < args.minutes * 60:
             frac = (time.time() - start) / (args.minutes * 60)
             for g in opt.param_groups:
-                g["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * frac))
+                g["lr"] = g["scale"] * args.lr * 0.5 * (1 + math.cos(math.pi * frac))
             rows = torch.randint(len(fine), (args.batch,), generator=gen)
             plan_ids = torch.randint(len(plans), (args.batch,), generator=gen).tolist()
             x = fit[rows]
@@ -229,7 +241,15 @@ def main() -> None:
                 z, stages, commit, spent = live_latents(model, x, plan_ids, rate=arm == "rate")
             else:
                 (z, stages), commit, spent = latents(rows, plan_ids), torch.zeros(args.batch), torch.zeros(args.batch)
-            mse = (model.decode(z, stages) - x).pow(2).mean((1, 2, 3))           # (B,)
+            if arm == "postfilter":                                           # frozen decoder: no backward
+                pf, model.postfilter = model.postfilter, None
+                with torch.no_grad():
+                    y = model.decode(z, stages)
+                model.postfilter = pf
+                out = pf(y, stages)
+            else:
+                out = model.decode(z, stages)
+            mse = (out - x).pow(2).mean((1, 2, 3))                               # (B,)
             mse = mse + 0.25 * commit                                           # as `vqcodec train` (0 if frozen)
             loss = mse.log().mean() if args.loss == "log-mse" else mse.mean()
             loss = loss + args.rate_weight * spent.mean() if arm == "rate" else loss

@@ -345,3 +345,21 @@ def test_a_model_with_stage_gains_saves_them_and_decodes_each_quality_with_its_o
         assert a[-40:] == b[-40:]                                   # the same indices (the header names the model)
         pixels_a, pixels_b = np.asarray(plain.decompress(a)), np.asarray(gained.decompress(b))
         assert np.array_equal(pixels_a, pixels_b) == same
+
+
+def test_a_model_with_a_postfilter_saves_it_and_changes_only_the_pixels(photo_like):
+    """The post-filter's weights travel in model.safetensors; the indices (and so the file's payload) stay."""
+    from vqcodec.config import ModelConfig
+
+    cfg = ModelConfig.from_dict(TINY.to_dict() | {"name": "tiny-pf", "postfilter": 4})
+    made = VQCodec.random(cfg, seed=0)
+    with torch.no_grad():
+        made.autoencoder.postfilter.out.bias.fill_(0.1)             # +0.1: every pixel brighter
+    loaded = VQCodec.from_bytes(VQCodec.serialize(made.autoencoder, made.prior), cfg)
+    assert torch.equal(loaded.autoencoder.postfilter.out.bias, made.autoencoder.postfilter.out.bias)
+    plain = VQCodec.random(cfg, seed=0)
+    a, b = plain.compress(photo_like, 3), loaded.compress(photo_like, 3)
+    assert a[-40:] == b[-40:]
+    pixels_a = np.asarray(plain.decompress(a), np.int64)
+    pixels_b = np.asarray(loaded.decompress(b), np.int64)
+    assert (pixels_b >= pixels_a).all() and (pixels_b - pixels_a).max() >= 25

@@ -196,3 +196,30 @@ def test_stage_gains_start_as_the_identity_and_condition_on_each_samples_stage_c
     assert not torch.allclose(out[1], plain.decode(z[1:])[0], atol=1e-4)
     assert torch.allclose(gained.decode(z[1:], 3), out[1:], atol=1e-6)  # an int applies to the whole batch
     assert torch.equal(gained.decode(z[1:]), gained.decode(z[1:], 3))  # unquantized: as all stages
+
+
+def test_a_postfilter_starts_as_the_identity_and_conditions_on_each_samples_stage_count():
+    """PostFilter's last layer is zero at init, so a model with it decodes as the model without; once its weights
+    move, each sample's stage count picks its own hidden gains."""
+    import pytest
+
+    from vqcodec.autoencoder import VQAutoencoder
+    from vqcodec.config import ModelConfig
+
+    torch.manual_seed(0)
+    base = ModelConfig(name="t", channels=(8, 16), latent_dim=6, codebook_size=16, num_stages=3, stage_gains=True)
+    plain = VQAutoencoder(base).eval()
+    filtered = VQAutoencoder(ModelConfig.from_dict(base.to_dict() | {"postfilter": 4})).eval()
+    filtered.load_state_dict(plain.state_dict(), strict=False)
+    z = torch.randn(2, 6, 3, 4)
+    assert torch.equal(filtered.decode(z, torch.tensor([1, 3])), plain.decode(z, torch.tensor([1, 3])))
+    with torch.no_grad():
+        filtered.postfilter.out.weight.normal_(0, 0.1)
+        filtered.postfilter.gain[0].zero_()                      # one stage decoded: the hidden layer is off
+        filtered.postfilter.offset[0].zero_()
+    out = filtered.decode(z, torch.tensor([1, 3]))
+    bias = filtered.postfilter.out.bias.view(3, 1, 1)
+    assert torch.allclose(out[0], plain.decode(z[:1], 1)[0] + bias, atol=1e-6)
+    assert not torch.allclose(out[1], plain.decode(z[1:], 3)[0], atol=1e-4)
+    with pytest.raises(ValueError, match="postfilter must be from 0 to 64, not 65"):
+        ModelConfig(postfilter=65)

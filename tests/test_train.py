@@ -184,3 +184,25 @@ def test_starting_from_a_model_may_add_stage_gains_but_not_drop_them():
     assert torch.equal(gained.decode(z, 1), plain.decode(z))
     with pytest.raises(ValueError, match="it has stage gains"):
         start_from(VQAutoencoder(plain_cfg), gained)
+
+
+def test_starting_from_a_model_may_add_a_postfilter_but_not_drop_or_resize_it():
+    """start_from: a post-filter (config postfilter) starts as the identity; a source's filter must fit."""
+    import pytest
+
+    from vqcodec.autoencoder import VQAutoencoder
+    from vqcodec.config import ModelConfig
+    from vqcodec.train import start_from
+
+    torch.manual_seed(0)
+    plain_cfg = ModelConfig(name="a", channels=(8, 16), latent_dim=4, codebook_size=16, num_stages=2)
+    pf_cfg = ModelConfig.from_dict(plain_cfg.to_dict() | {"name": "b", "postfilter": 4})
+    plain, filtered = VQAutoencoder(plain_cfg).eval(), VQAutoencoder(pf_cfg).eval()
+    start_from(filtered, plain)
+    z = torch.randn(1, 4, 3, 3)
+    assert torch.equal(filtered.decode(z, 2), plain.decode(z))
+    with pytest.raises(ValueError, match=r"its post-filter \(config postfilter 4\) differs from this model's \(0\)"):
+        start_from(VQAutoencoder(plain_cfg), filtered)
+    wider = ModelConfig.from_dict(pf_cfg.to_dict() | {"postfilter": 8})
+    with pytest.raises(ValueError, match=r"\(config postfilter 4\) differs from this model's \(8\)"):
+        start_from(VQAutoencoder(wider), filtered)

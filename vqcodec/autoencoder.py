@@ -73,6 +73,28 @@ class StageGains(nn.Module):
         return z, (self.film_gain[q], self.film_offset[q])
 
 
+class PostFilter(nn.Module):
+    """A small residual filter on the decoded image at full resolution (the decoder's last layer works at
+    half resolution and its linear path block by block): conv3x3 -> ReLU -> conv3x3 -> ReLU -> conv3x3, the
+    hidden channels scaled and shifted per number of decoded stages, the last layer zero at init."""
+
+    def __init__(self, stages: int, channels: int):
+        super().__init__()
+        self.inp = nn.Conv2d(3, channels, 3, padding=1)
+        self.mid = nn.Conv2d(channels, channels, 3, padding=1)
+        self.out = nn.Conv2d(channels, 3, 3, padding=1)
+        self.gain = nn.Parameter(torch.ones(stages, channels))
+        self.offset = nn.Parameter(torch.zeros(stages, channels))
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x, stages: torch.Tensor):  # x (B, 3, H, W), stages (B,) in 1..S -> (B, 3, H, W)
+        q = stages.long() - 1
+        h = torch.relu(self.inp(x - 0.5))                                     # (B, C, H, W)
+        h = torch.relu(self.mid(h) * self.gain[q][:, :, None, None] + self.offset[q][:, :, None, None])
+        return x + self.out(h)
+
+
 class HybridEncoder(nn.Module):
     """A linear block transform (f x f x 3 pixels -> D values; the KLT at init) + the conv encoder as a branch
     whose last layer starts at zero: at init the latent is exactly the KLT's first D coefficients."""
@@ -114,15 +136,20 @@ class VQAutoencoder(nn.Module):
         self.rvq = ResidualVQ(cfg.num_stages, cfg.codebook_size, cfg.latent_dim)
         self.decoder = HybridDecoder(cfg) if hybrid else Decoder(cfg)
         self.gains = StageGains(cfg.num_stages, cfg.latent_dim, cfg.channels[-1]) if cfg.stage_gains else None
+        self.postfilter = PostFilter(cfg.num_stages, cfg.postfilter) if cfg.postfilter else None
 
     def decode(self, z: torch.Tensor, stages: torch.Tensor | int | None = None) -> torch.Tensor:
         """The decoder on latents z (B, D, h, w) that sum `stages` residual stages (an int, or (B,) per sample;
         None: unquantized, taken as all stages). Only a model with stage_gains uses `stages`."""
-        if self.gains is None:
+        if self.gains is None and self.postfilter is None:
             return self.decoder(z)
         stages = torch.as_tensor(self.cfg.num_stages if stages is None else stages, device=z.device)
-        z, film = self.gains(z, stages.expand(z.shape[0]))
-        return self.decoder(z, film)
+        stages = stages.expand(z.shape[0])
+        film = None
+        if self.gains is not None:
+            z, film = self.gains(z, stages)
+        x = self.decoder(z, film)
+        return x if self.postfilter is None else self.postfilter(x, stages)
 
     @torch.no_grad()
     def set_linear_transform(self, basis: torch.Tensor, mean: torch.Tensor) -> None:

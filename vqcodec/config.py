@@ -23,6 +23,8 @@ class ModelConfig:
                                                 # init) plus the conv networks as branches that start at zero
     stage_gains: bool = False                   # the decoder conditioned on the number of decoded stages
                                                 # (autoencoder.StageGains)
+    postfilter: int = 0                         # width of a full-resolution residual filter after the decoder
+                                                # (autoencoder.PostFilter); 0: none
 
     def __post_init__(self):
         if self.transform not in ("conv", "klt-hybrid"):
@@ -35,6 +37,8 @@ class ModelConfig:
             raise ValueError(f"stage0_prior_passes must be 0, 1, 2, 4 or 6, not {self.stage0_prior_passes}")
         if self.stage0_prior_kernel not in (0, 3, 5):
             raise ValueError(f"stage0_prior_kernel must be 0, 3 or 5, not {self.stage0_prior_kernel}")
+        if not 0 <= self.postfilter <= 64:
+            raise ValueError(f"postfilter must be from 0 to 64, not {self.postfilter}")
         if not 2 <= self.codebook_size <= 1 << 15:
             raise ValueError(f"codebook_size must be from 2 to {1 << 15}")
         sizes = self.coarse_sizes

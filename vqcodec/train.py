@@ -154,7 +154,8 @@ def complete_checkpoints(path: Path) -> list[list[Path]]:
 
 def autoencoder_fields(cfg: ModelConfig) -> tuple:
     """The config fields the autoencoder's weights depend on (name and prior fields may change on resume)."""
-    return cfg.channels, cfg.latent_dim, cfg.codebook_size, cfg.num_stages, cfg.transform, cfg.stage_gains
+    return (cfg.channels, cfg.latent_dim, cfg.codebook_size, cfg.num_stages, cfg.transform, cfg.stage_gains,
+            cfg.postfilter)
 
 
 def prior_fields(cfg: ModelConfig) -> tuple:
@@ -184,16 +185,20 @@ def start_from(model: VQAutoencoder, source: VQAutoencoder) -> None:
 
     The same transform is copied whole. A conv source goes into a klt-hybrid model's branches, with the linear
     paths at zero (the decoder's bias at mid-grey): at step 0 the hybrid computes exactly what the source does,
-    and training adds what the linear paths are worth. Stage gains (config stage_gains) may be added: they start
-    as the identity.
+    and training adds what the linear paths are worth. Stage gains (config stage_gains) and a post-filter
+    (config postfilter) may be added: they start as the identity.
     """
     src, dst = source.cfg, model.cfg
-    if autoencoder_fields(src)[:-2] != autoencoder_fields(dst)[:-2]:  # all but the transform and the gains
+    if autoencoder_fields(src)[:4] != autoencoder_fields(dst)[:4]:
         raise ValueError(f"cannot start from {src.name}: its channels, latent, codebook or stages differ")
     if src.stage_gains and not dst.stage_gains:
         raise ValueError(f"cannot start from {src.name}: it has stage gains (config stage_gains) and this model not")
+    if src.postfilter and src.postfilter != dst.postfilter:
+        raise ValueError(f"cannot start from {src.name}: its post-filter (config postfilter {src.postfilter}) "
+                         f"differs from this model's ({dst.postfilter})")
+    added = (dst.stage_gains and not src.stage_gains) or (dst.postfilter and not src.postfilter)
     if src.transform == dst.transform:
-        model.load_state_dict(source.state_dict(), strict=not dst.stage_gains or src.stage_gains)
+        model.load_state_dict(source.state_dict(), strict=not added)
     elif (src.transform, dst.transform) == ("conv", "klt-hybrid"):
         model.encoder.branch.load_state_dict(source.encoder.state_dict())
         model.decoder.branch.load_state_dict(source.decoder.state_dict())
