@@ -225,7 +225,6 @@ def main() -> None:
         live = arm in ("encoder", "rate")
         if live:
             model.rvq.eval()                                                  # codebooks and costs stay
-        if live:
             groups[0]["params"] += list(model.encoder.parameters())
         opt = torch.optim.Adam([g for g in groups if g["params"]], lr=args.lr)
         gen = torch.Generator().manual_seed(1)
@@ -242,11 +241,9 @@ def main() -> None:
             else:
                 (z, stages), commit, spent = latents(rows, plan_ids), torch.zeros(args.batch), torch.zeros(args.batch)
             if arm == "postfilter":                                           # frozen decoder: no backward
-                pf, model.postfilter = model.postfilter, None
                 with torch.no_grad():
-                    y = model.decode(z, stages)
-                model.postfilter = pf
-                out = pf(y, stages)
+                    y = model.decode(z, stages, postfilter=False)
+                out = model.postfilter(y, stages)
             else:
                 out = model.decode(z, stages)
             mse = (out - x).pow(2).mean((1, 2, 3))                               # (B,)

@@ -221,5 +221,6 @@ def test_a_postfilter_starts_as_the_identity_and_conditions_on_each_samples_stag
     bias = filtered.postfilter.out.bias.view(3, 1, 1)
     assert torch.allclose(out[0], plain.decode(z[:1], 1)[0] + bias, atol=1e-6)
     assert not torch.allclose(out[1], plain.decode(z[1:], 3)[0], atol=1e-4)
+    assert torch.equal(filtered.decode(z, torch.tensor([1, 3]), postfilter=False), plain.decode(z, torch.tensor([1, 3])))
     with pytest.raises(ValueError, match="postfilter must be from 0 to 64, not 65"):
         ModelConfig(postfilter=65)

@@ -138,9 +138,11 @@ class VQAutoencoder(nn.Module):
         self.gains = StageGains(cfg.num_stages, cfg.latent_dim, cfg.channels[-1]) if cfg.stage_gains else None
         self.postfilter = PostFilter(cfg.num_stages, cfg.postfilter) if cfg.postfilter else None
 
-    def decode(self, z: torch.Tensor, stages: torch.Tensor | int | None = None) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, stages: torch.Tensor | int | None = None,
+               postfilter: bool = True) -> torch.Tensor:
         """The decoder on latents z (B, D, h, w) that sum `stages` residual stages (an int, or (B,) per sample;
-        None: unquantized, taken as all stages). Only a model with stage_gains uses `stages`."""
+        None: unquantized, taken as all stages). Only stage gains and the post-filter use `stages`.
+        postfilter=False: the image before the post-filter (what the filter is trained on)."""
         if self.gains is None and self.postfilter is None:
             return self.decoder(z)
         stages = torch.as_tensor(self.cfg.num_stages if stages is None else stages, device=z.device)
@@ -149,7 +151,7 @@ class VQAutoencoder(nn.Module):
         if self.gains is not None:
             z, film = self.gains(z, stages)
         x = self.decoder(z, film)
-        return x if self.postfilter is None else self.postfilter(x, stages)
+        return x if self.postfilter is None or not postfilter else self.postfilter(x, stages)
 
     @torch.no_grad()
     def set_linear_transform(self, basis: torch.Tensor, mean: torch.Tensor) -> None:
