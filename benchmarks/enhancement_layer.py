@@ -89,8 +89,7 @@ class Layer:
         cnt = np.zeros((n, hb, wb))
         nb[:, :, 1:] += e[:, :, :-1]; cnt[:, :, 1:] += 1
         nb[:, 1:, :] += e[:, :-1, :]; cnt[:, 1:, :] += 1
-        nbr = np.where(cnt > 0, bucket(nb / np.maximum(cnt, 1), np.array([1e-9, 0.1, 0.3, 1.0, 3.0])), 0)
-        nbr = np.where(cnt > 0, nbr, 0)                               # 0: none known or all zero
+        nbr = np.where(cnt > 0, bucket(nb / np.maximum(cnt, 1), np.array([1e-9, 0.1, 0.3, 1.0, 3.0])), 0)  # 0: none known or all zero
         prev = np.cumsum(chat ** 2, -1) - chat ** 2                   # energy of the coefficients before k
         expect = np.cumsum(self.s ** 2) - self.s ** 2
         inb = bucket(prev / np.maximum(expect, 1e-9), np.array([1e-9, 0.1, 0.3, 1.0, 3.0]))
