@@ -31,7 +31,10 @@ quality alike in dB (the MSE is dominated by the coarsest qualities).
 
 Training data: --crops random 128x128 crops of the training photos that are not among compare_autoencoders.py's
 (every 15th photo), encoded once, greedily, at every quality (the coarse levels too); each step decodes a batch at
-random qualities (uniform over the codec's qualities) and descends the pixel MSE. Measured: the 48 fixed crops of
+random qualities (uniform over the codec's qualities) and descends the pixel MSE. With --train-indices codec,
+each crop is instead encoded at --qualities-per-crop random qualities as the codec encodes (its beam search, each
+quality on its own rather than a prefix of the ten-stage greedy path), and each step draws crop-quality pairs:
+the decoder then learns the error of the search it will decode. Measured: the 48 fixed crops of
 compare_autoencoders.py encoded as the codec does (default effort), bpp of the real .vq files, and the PSNR of
 each arm's decoder on those same indices; BD-rate (PSNR) of each arm against the model as it is.
 """
@@ -56,6 +59,10 @@ def main() -> None:
                     help="log-mse: the mean of each crop's log MSE, so every quality counts alike in dB")
     ap.add_argument("--rate-weight", type=float, default=2.0, help="the rate arm's weight on expected bpp")
     ap.add_argument("--postfilter", type=int, default=16, help="the postfilter arms' width (config postfilter)")
+    ap.add_argument("--train-indices", choices=("greedy", "codec"), default="greedy",
+                    help="greedy: all stages greedily once, each quality its prefix; codec: each crop at "
+                         "--qualities-per-crop random qualities, encoded as the codec does (default effort)")
+    ap.add_argument("--qualities-per-crop", type=int, default=3)
     ap.add_argument("--export", default=None, help="write a model folder per arm under this folder")
     ap.add_argument("--out", default="benchmarks/results/decoder_finetune.json")
     args = ap.parse_args()
@@ -102,6 +109,25 @@ def main() -> None:
     fine = torch.cat(fine)                                                    # (N, h, w, S)
     coarse = {n: torch.cat(v) for n, v in coarse.items()}                     # (N, h, w)
     print(f"training indices {tuple(fine.shape)} ({time.time() - t0:.0f} s)", flush=True)
+
+    # --train-indices codec: the indices the codec itself writes (its beam search, each quality on its own)
+    if args.train_indices == "codec":
+        gen_q = torch.Generator().manual_seed(2)
+        pairs = [(r, int(p)) for r in range(len(fit))
+                 for p in torch.randperm(len(plans), generator=gen_q)[:args.qualities_per_crop]]
+        pair_rows = torch.tensor([r for r, _ in pairs])
+        pair_plans = torch.tensor([p for _, p in pairs])
+        store = torch.zeros(len(pairs), *fine.shape[1:], dtype=torch.int16)   # (P, h, w, S), unused stages 0
+        beam_w = EFFORT_BEAMS[DEFAULT_EFFORT]
+        with torch.no_grad():
+            for p, (stages_p, size_p) in enumerate(plans):
+                members = (pair_plans == p).nonzero()[:, 0]
+                first = None if size_p is None else codec.coarse_codes[:size_p]
+                for i in range(0, len(members), 64):
+                    chunk = members[i:i + 64]
+                    store[chunk, ..., :stages_p] = ae.encode_indices(fit[pair_rows[chunk]], stages_p, first,
+                                                                     beam=beam_w).short()
+        print(f"codec indices for {len(pairs)} crop-quality pairs ({time.time() - t0:.0f} s)", flush=True)
 
     def prefix_sum(idx, stages):
         """idx (B, ..., S) codes, stages (B,) -> (B, ..., D): each sample's first stages[j] code vectors summed."""
@@ -235,11 +261,17 @@ def main() -> None:
                 g["lr"] = g["scale"] * args.lr * 0.5 * (1 + math.cos(math.pi * frac))
             rows = torch.randint(len(fine), (args.batch,), generator=gen)
             plan_ids = torch.randint(len(plans), (args.batch,), generator=gen).tolist()
-            x = fit[rows]
+            commit, spent = torch.zeros(args.batch), torch.zeros(args.batch)
             if live:
-                z, stages, commit, spent = live_latents(model, x, plan_ids, rate=arm == "rate")
+                z, stages, commit, spent = live_latents(model, fit[rows], plan_ids, rate=arm == "rate")
+            elif args.train_indices == "codec":                               # pairs the codec encoded
+                pick = torch.randint(len(pairs), (args.batch,), generator=gen)
+                rows, plan_ids = pair_rows[pick], pair_plans[pick].tolist()
+                stages = torch.tensor([plans[p][0] for p in plan_ids])
+                z = prefix_sum(store[pick].long(), stages).permute(0, 3, 1, 2)  # (B, D, h, w)
             else:
-                (z, stages), commit, spent = latents(rows, plan_ids), torch.zeros(args.batch), torch.zeros(args.batch)
+                z, stages = latents(rows, plan_ids)
+            x = fit[rows]
             if arm == "postfilter":                                           # frozen decoder: no backward
                 with torch.no_grad():
                     y = model.decode(z, stages, postfilter=False)
