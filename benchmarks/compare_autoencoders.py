@@ -50,27 +50,35 @@ def main() -> None:
         compare_rate_distortion(args.models, crops)
 
 
-def compare_rate_distortion(models: list[str], crops) -> None:
+def codec_curve(codec, crops) -> tuple[list[float], list[float], list[float]]:
+    """A codec on crops (B, 3, H, W) in [0, 1] at every quality (default effort) -> (bpp of the real files,
+    mean PSNR, mean MS-SSIM in dB) per quality."""
     import numpy as np
     from PIL import Image
 
-    from vqcodec.bench.bdrate import bd_rate
     from vqcodec.bench.metrics import ms_ssim, msssim_db
+
+    arrays = (crops * 255).round().byte().permute(0, 2, 3, 1).numpy()       # (B, H, W, 3) uint8
+    images = [Image.fromarray(a) for a in arrays]
+    bpp, db, ms = [], [], []
+    for q in codec.qualities:
+        files = codec.compress_batch(images, q)
+        decoded = codec.decompress_batch(files)
+        bpp.append(float(np.mean([8 * len(f) / a.shape[0] / a.shape[1] for f, a in zip(files, arrays)])))
+        mse = [np.mean((np.asarray(d, np.float64) - a) ** 2) for d, a in zip(decoded, arrays)]
+        db.append(float(np.mean([10 * np.log10(255 ** 2 / m) for m in mse])))
+        ms.append(float(np.mean([msssim_db(ms_ssim(np.asarray(d), a)) for d, a in zip(decoded, arrays)])))
+    return bpp, db, ms
+
+
+def compare_rate_distortion(models: list[str], crops) -> None:
+    from vqcodec.bench.bdrate import bd_rate
     from vqcodec.codec import load_codec
 
-    arrays = (crops * 255).round().byte().permute(0, 2, 3, 1).numpy()       # (48, 256, 256, 3) uint8
-    images = [Image.fromarray(a) for a in arrays]
     curves = {}
     for name in models:
         codec = load_codec(name)
-        bpp, db, ms = [], [], []
-        for q in codec.qualities:
-            files = codec.compress_batch(images, q)
-            decoded = codec.decompress_batch(files)
-            bpp.append(float(np.mean([8 * len(f) / a.shape[0] / a.shape[1] for f, a in zip(files, arrays)])))
-            mse = [np.mean((np.asarray(d, np.float64) - a) ** 2) for d, a in zip(decoded, arrays)]
-            db.append(float(np.mean([10 * np.log10(255 ** 2 / m) for m in mse])))
-            ms.append(float(np.mean([msssim_db(ms_ssim(np.asarray(d), a)) for d, a in zip(decoded, arrays)])))
+        bpp, db, ms = codec_curve(codec, crops)
         curves[name] = (bpp, db, ms)
         print(name, "quality: (bpp, PSNR, MS-SSIM dB)",
               {q: (round(r, 4), round(d, 2), round(m, 2)) for q, r, d, m in zip(codec.qualities, bpp, db, ms)}, flush=True)

@@ -77,13 +77,10 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/metric_search.json")
     args = ap.parse_args()
 
-    import numpy as np
     import torch
-    from PIL import Image
 
-    from compare_autoencoders import training_crops
+    from compare_autoencoders import codec_curve, training_crops
     from vqcodec.bench.bdrate import bd_rate
-    from vqcodec.bench.metrics import ms_ssim, msssim_db
     from vqcodec.codec import load_codec
     from vqcodec.data import CropSampler
     from vqcodec.train import load_images
@@ -105,8 +102,6 @@ def main() -> None:
            for q, s in spread.items()}, f"({time.time() - t0:.0f} s)", flush=True)
 
     crops = training_crops(args.data)
-    arrays = (crops * 255).round().byte().permute(0, 2, 3, 1).numpy()       # (48, 256, 256, 3) uint8
-    images = [Image.fromarray(a) for a in arrays]
     plain = ae.rvq.encode
     curves = {}
     for variant in args.variants.split(","):
@@ -118,14 +113,7 @@ def main() -> None:
             ae.rvq.encode = metric_encoder(ae.rvq, {q: torch.diag(m.diag()) for q, m in metrics.items()})
         else:
             raise SystemExit(f"Error: unknown variant {variant!r}")
-        bpp, db, ms = [], [], []
-        for q in codec.qualities:
-            files = codec.compress_batch(images, q)
-            decoded = codec.decompress_batch(files)
-            bpp.append(float(np.mean([8 * len(f) / a.shape[0] / a.shape[1] for f, a in zip(files, arrays)])))
-            mse = [np.mean((np.asarray(d, np.float64) - a) ** 2) for d, a in zip(decoded, arrays)]
-            db.append(float(np.mean([10 * np.log10(255 ** 2 / m) for m in mse])))
-            ms.append(float(np.mean([msssim_db(ms_ssim(np.asarray(d), a)) for d, a in zip(decoded, arrays)])))
+        bpp, db, ms = codec_curve(codec, crops)
         curves[variant] = {"bpp": bpp, "psnr": db, "msssim_db": ms}
         print(variant, {q: (round(r, 4), round(d, 2), round(m, 2)) for q, r, d, m in zip(codec.qualities, bpp, db, ms)},
               f"({time.time() - t0:.0f} s)", flush=True)
