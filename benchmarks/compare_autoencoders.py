@@ -14,12 +14,22 @@ from __future__ import annotations
 import argparse
 
 
-def training_crops(data: str):
-    """48 fixed random 256x256 crops from every 15th training photo -> (48, 3, 256, 256) in [0, 1]."""
+EVAL_EVERY = 15  # every 15th training photo gives the evaluation crops; the others are for fitting
+
+
+def training_crops(data: str, images=None):
+    """48 fixed random 256x256 crops from every 15th training photo -> (48, 3, 256, 256) in [0, 1].
+    images: the photos as `load_images(data, 256)` returns them, if already loaded."""
     from vqcodec.data import CropSampler
     from vqcodec.train import load_images
 
-    return CropSampler(load_images(data, 256)[::15], 256, seed=7).batch(48)
+    images = load_images(data, 256) if images is None else images
+    return CropSampler(images[::EVAL_EVERY], 256, seed=7).batch(48)
+
+
+def fit_photos(images: list) -> list:
+    """The training photos that give no evaluation crop (fitting an experiment on them keeps it held out)."""
+    return [im for i, im in enumerate(images) if i % EVAL_EVERY]
 
 
 def main() -> None:

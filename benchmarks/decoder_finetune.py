@@ -75,7 +75,7 @@ def main() -> None:
     from PIL import Image
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from compare_autoencoders import training_crops
+    from compare_autoencoders import fit_photos, training_crops
     from vqcodec import DEFAULT_EFFORT, EFFORT_BEAMS
     from vqcodec.autoencoder import VQAutoencoder
     from vqcodec.bench.bdrate import bd_rate
@@ -91,8 +91,8 @@ def main() -> None:
     ae, cfg = codec.autoencoder.eval(), codec.cfg
     plans = [cfg.quality_plan(q) for q in codec.qualities]                    # (stages, coarse size or None)
     images = load_images(args.data, 256)
-    fit = CropSampler([im for i, im in enumerate(images) if i % 15], 128, seed=13).batch(args.crops)
-    evals = training_crops(args.data)                                         # (48, 3, 256, 256)
+    fit = CropSampler(fit_photos(images), 128, seed=13).batch(args.crops)
+    evals = training_crops(args.data, images)                                 # (48, 3, 256, 256)
 
     # training indices: all stages greedily, and stage 0 again under each coarse alphabet
     codebooks = torch.stack([vq.codebook.float() for vq in ae.rvq.stages])    # (S, K, D)

@@ -78,7 +78,7 @@ def main() -> None:
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from compare_autoencoders import training_crops
+    from compare_autoencoders import fit_photos, training_crops
     from vqcodec.config import ModelConfig
     from vqcodec.bench.bdrate import bd_rate
     from vqcodec.codec import DEFAULT_MODEL, VQCodec, load_codec
@@ -91,8 +91,8 @@ def main() -> None:
     ae = codec.autoencoder
     k, stages = ae.cfg.codebook_size, ae.cfg.num_stages
     images = load_images(args.data, 256)
-    fit = CropSampler([im for i, im in enumerate(images) if i % 15], 256, seed=11).batch(args.fit_crops)
-    evals = training_crops(args.data)                                         # (48, 3, 256, 256)
+    fit = CropSampler(fit_photos(images), 256, seed=11).batch(args.fit_crops)
+    evals = training_crops(args.data, images)                                 # (48, 3, 256, 256)
 
     def latents(x):                                                           # (B, 3, H, W) -> (B, h, w, D)
         with torch.no_grad():

@@ -160,7 +160,7 @@ def main() -> None:
     from PIL import Image
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from compare_autoencoders import training_crops
+    from compare_autoencoders import fit_photos, training_crops
     from vqcodec.bench.bdrate import bd_rate
     from vqcodec.bench.codecs import make_codec
     from vqcodec.codec import DEFAULT_MODEL, load_codec
@@ -171,9 +171,9 @@ def main() -> None:
     t0 = time.time()
     codec = load_codec(args.model or DEFAULT_MODEL)
     images = load_images(args.data, 256)
-    fit = CropSampler([im for i, im in enumerate(images) if i % 15], 256, seed=12).batch(args.fit_crops)
+    fit = CropSampler(fit_photos(images), 256, seed=12).batch(args.fit_crops)
     to_u8 = lambda t: (t * 255).round().byte().permute(0, 2, 3, 1).numpy()
-    x_fit, x_ev = to_u8(fit), to_u8(training_crops(args.data))                # (N, 256, 256, 3) uint8
+    x_fit, x_ev = to_u8(fit), to_u8(training_crops(args.data, images))        # (N, 256, 256, 3) uint8
     pixels = 256 * 256
     psnr = lambda d, a: float(np.mean([10 * np.log10(255 ** 2 / np.mean((d[i].astype(np.float64) - a[i]) ** 2))
                                        for i in range(len(a))]))

@@ -79,7 +79,7 @@ def main() -> None:
 
     import torch
 
-    from compare_autoencoders import codec_curve, training_crops
+    from compare_autoencoders import codec_curve, fit_photos, training_crops
     from vqcodec.bench.bdrate import bd_rate
     from vqcodec.codec import load_codec
     from vqcodec.data import CropSampler
@@ -88,7 +88,7 @@ def main() -> None:
     t0 = time.time()
     codec = load_codec(args.model)
     ae = codec.autoencoder
-    others = [im for i, im in enumerate(load_images(args.data, 128)) if i % 15 != 0]
+    others = fit_photos(load_images(args.data, 128))
     fit = CropSampler(others, 128, seed=11).batch(32)                            # (32, 3, 128, 128)
     metrics = {q: decoder_metric(ae, fit, q) for q in range(1, ae.cfg.num_stages + 1)}
     spread = {}

@@ -44,7 +44,7 @@ def main() -> None:
     from PIL import Image
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from compare_autoencoders import training_crops
+    from compare_autoencoders import fit_photos, training_crops
     from vqcodec.bench.bdrate import bd_rate
     from vqcodec.codec import DEFAULT_MODEL, load_codec
     from vqcodec.data import CropSampler
@@ -55,8 +55,8 @@ def main() -> None:
     codec = load_codec(args.model or DEFAULT_MODEL)
     ae, cfg = codec.autoencoder, codec.cfg
     images = load_images(args.data, 256)
-    fit = CropSampler([im for i, im in enumerate(images) if i % 15], 256, seed=11).batch(args.fit_crops)
-    evals = training_crops(args.data)                                         # (48, 3, 256, 256)
+    fit = CropSampler(fit_photos(images), 256, seed=11).batch(args.fit_crops)
+    evals = training_crops(args.data, images)                                 # (48, 3, 256, 256)
     arrays = (evals * 255).round().byte().permute(0, 2, 3, 1).numpy()
     pixels = 256 * 256
 
