@@ -4,7 +4,7 @@
 
 Each arm is a float PriorNet (`vqcodec.prior`) with a k x k context (`prior_kernel`) and a decoding
 schedule of P passes (`prior_passes`: 4 = the 2x2 schedule, 6 = a 4x4 lattice first); "+s0k5p6" gives stage 0
-its own (`stage0_prior_kernel`, `stage0_prior_passes`). Trained the way
+its own (`stage0_prior_kernel`, `stage0_prior_passes`), and a suffix "h128" another width (`prior_hidden`). Trained the way
 `vqcodec train` trains the prior's float phase (Adam, lr 2e-3 cosine, batch 16 of 16x16 index grids) on
 the indices of random 256x256 training crops under the model's autoencoder, then scored on held-out crops
 (1/20): cross-entropy in bits per index, per stage and per pass. One thread per arm.
@@ -67,11 +67,13 @@ def main() -> None:
     scale = choose_input_scale(codebooks, train[:64])
     rows = []
     for arm in args.arms.split(","):
-        base, _, first = arm.partition("+s0")                    # e.g. k3p4, or k3p4+s0k5p6: stage 0's own
+        spec, _, width = arm.partition("h")                     # ...h128: prior_hidden 128 (default: the model's)
+        base, _, first = spec.partition("+s0")                   # e.g. k3p4, or k3p4+s0k5p6: stage 0's own
         kernel, passes = int(base[1]), int(base[3:])
+        hidden = int(width) if width else ae.cfg.prior_hidden
         k0, p0 = (int(first[1]), int(first[3:])) if first else (0, 0)
         cfg = dataclasses.replace(ae.cfg, prior_kernel=kernel, prior_passes=passes, stage0_prior_kernel=k0,
-                                  stage0_prior_passes=p0)
+                                  stage0_prior_passes=p0, prior_hidden=hidden)
         torch.manual_seed(0)
         prior = PriorNet(cfg, scale)
         prior.quantize = False
@@ -92,7 +94,7 @@ def main() -> None:
             loss.backward()
             opt.step()
         per_stage, per_pass, total = score(prior, codebooks, val)
-        row = {"arm": arm, "prior_kernel": kernel, "prior_passes": passes, "stage0_prior_kernel": k0,
+        row = {"arm": arm, "prior_hidden": hidden, "prior_kernel": kernel, "prior_passes": passes, "stage0_prior_kernel": k0,
                "stage0_prior_passes": p0, "steps": args.steps,
                "train_seconds": round(time.time() - t0), "bits_per_index": round(total, 4),
                "per_stage": [round(b, 3) for b in per_stage], "per_pass": [round(b, 3) for b in per_pass]}
