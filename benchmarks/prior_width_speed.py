@@ -11,8 +11,9 @@ benchmarks/results/prior_width_speed.json.
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
+
+from speed import median_time
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,29 +28,23 @@ def main() -> None:
     import torch
     from PIL import Image
 
-    from vqcodec.codec import VQCodec, load_codec
+    from vqcodec.codec import CONFIG_FILE, VQCodec, resolve_model_dir
     from vqcodec.config import ModelConfig
 
     image = Image.open(args.image).convert("RGB")
-    shipped = load_codec(None)
+    shipped = ModelConfig.from_dict(json.loads((resolve_model_dir(None) / CONFIG_FILE).read_text()))  # no weights
     rows = []
     for width in [int(w) for w in args.widths.split(",")]:
-        cfg = ModelConfig.from_dict(shipped.cfg.to_dict() | {"name": f"width-{width}", "prior_hidden": width})
-        codec = VQCodec.random(cfg)
-        quality = codec.qualities[-1]
-        data = codec.compress(image, quality)
+        codec = VQCodec.random(ModelConfig.from_dict(shipped.to_dict() | {"name": f"width-{width}", "prior_hidden": width}))
+        data = codec.compress(image, codec.qualities[-1])
         codec.decompress(data)  # warm-up
-        prior_s, total_s = [], []
-        for _ in range(args.repeat):
-            t = time.perf_counter()
-            codec.decompress(data)
-            total_s.append(time.perf_counter() - t)
-            prior_s.append(codec.last_timings["prior_s"])
-        rows.append(dict(prior_hidden=width, prior_s=statistics.median(prior_s), decode_s=statistics.median(total_s)))
+        prior_s = []
+        decode_s = median_time(lambda: (codec.decompress(data), prior_s.append(codec.last_timings["prior_s"])), args.repeat)
+        rows.append(dict(prior_hidden=width, prior_s=statistics.median(prior_s), decode_s=decode_s))
         print(f"prior_hidden {width}: prior {rows[-1]['prior_s']:.3f} s of a {rows[-1]['decode_s']:.3f} s decode")
     out = ROOT / "benchmarks/results/prior_width_speed.json"
     out.write_text(json.dumps(dict(command="python benchmarks/prior_width_speed.py " + f"--widths {args.widths} --repeat {args.repeat}",
-                                   image=Path(args.image).name, threads=torch.get_num_threads(), model=shipped.cfg.name,
+                                   image=Path(args.image).name, threads=torch.get_num_threads(), model=shipped.name,
                                    rows=rows), indent=2) + "\n")
     print("wrote", out)
 
