@@ -1,0 +1,70 @@
+"""Fine-tune a prior on the codec's own indices (issue 8, item 4); made vqf8-v11's prior from vqf8-v10's.
+
+    python benchmarks/prior_finetune.py runs/beam/arm_beam --indices beam --float-steps 2250 --qat-steps 750 --lr 1e-3 --base runs/vqf8-v10
+
+(vqf8-v11 was made with the base fixed to vqf8-v10, as --base runs/vqf8-v10 does with vqcodec 0.11: vqf8-v10's
+model folder, from git (models/vqf8-v10 at the commit that shipped vqcodec 0.10); vqf8-v11 has the same
+autoencoder, so `--base vqf8-v11` trains the same prior and only the reference column changes.)
+
+Starts from the checkpoint --init (default runs/prior_long/prior.ckpt: the final checkpoint of vqf8-v10's prior
+run, made by the command in vqf8-v10's model card, the float weights and Adam's moments at its step 6,000),
+at step 0 of a new schedule
+(`vqcodec.train.train_prior`: cosine learning rate, float steps, then quantisation-aware steps), on
+  - `beam`: runs/beam/indices.pt (benchmarks/prior_beam_indices.py: the beam-search indices the codec writes), or
+  - `greedy`: --greedy-indices (default runs/prior_long/indices.pt, the greedy indices vqf8-v10's prior was trained on).
+Both hold out their first 160 grids. Reports the exported integer prior's bits per index on both held-out sets,
+with the base model's prior's for reference (keys ending `_v10`), and exports the base's autoencoder and coarse
+codes with the new prior to ARM_DIR/export. Reruns resume from ARM_DIR's checkpoint.
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("arm", type=Path, help="folder for the checkpoint, the report and the export")
+    ap.add_argument("--indices", choices=["beam", "greedy"], default="beam")
+    ap.add_argument("--float-steps", type=int, default=2250)
+    ap.add_argument("--qat-steps", type=int, default=750)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--base", default="vqf8-v11", help="model (name or folder) whose autoencoder made the indices")
+    ap.add_argument("--greedy-indices", type=Path, default=Path("runs/prior_long/indices.pt"),
+                    help="the greedy indices (a `vqcodec train` run's indices.pt)")
+    ap.add_argument("--init", type=Path, default=Path("runs/prior_long/prior.ckpt"), help="prior checkpoint to start from")
+    args = ap.parse_args()
+
+    from vqcodec.codec import VQCodec, load_codec
+    from vqcodec.train import integer_bits_per_index, load_checkpoint, save_checkpoint, train_prior
+    from vqcodec.training_cli import export_model
+
+    torch.set_num_threads(1)
+    args.arm.mkdir(parents=True, exist_ok=True)
+    base = load_codec(args.base)
+    ae = base.autoencoder.eval()
+    greedy = torch.load(args.greedy_indices, weights_only=True)["indices"]    # (3200, 32, 32, 10)
+    beam = torch.load("runs/beam/indices.pt", weights_only=True)                       # (3200, 32, 32, 10)
+    indices = {"greedy": greedy, "beam": beam}[args.indices]
+    src = load_checkpoint(args.init, "cpu")
+    if load_checkpoint(args.arm / "prior.ckpt", "cpu") is None:  # warm start: final weights and moments, step 0
+        save_checkpoint(args.arm / "prior.ckpt", {**src, "step": 0, "report": json.dumps(
+            {"warm_start": f"{args.init} step {src['step']}"})})
+    t0 = time.time()
+    prior, int_prior, report = train_prior(ae, indices, args.arm, float_steps=args.float_steps,
+                                           qat_steps=args.qat_steps, lr=args.lr,
+                                           autoencoder_step=src["autoencoder_step"])
+    report["wall_s"] = round(time.time() - t0)
+    held = len(greedy) // 20
+    for name, idx in (("greedy", greedy), ("beam", beam)):
+        report[f"heldout_{name}_integer"] = integer_bits_per_index(int_prior, idx[:held])
+        report[f"heldout_{name}_integer_v10"] = integer_bits_per_index(base.prior, idx[:held])
+    report.update(kind=args.indices, float_steps=args.float_steps, qat_steps=args.qat_steps, lr=args.lr)
+    print(json.dumps(report, indent=1))
+    export_model(VQCodec.serialize(ae, int_prior, base.coarse_codes), base.cfg, report, args.arm / "export")
+
+
+if __name__ == "__main__":
+    main()
