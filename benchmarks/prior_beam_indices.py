@@ -4,6 +4,7 @@
     python benchmarks/prior_beam_indices.py --part 1 --parts 2
     python benchmarks/prior_beam_indices.py --merge --parts 2       # -> runs/beam/indices.pt
     python benchmarks/prior_beam_indices.py --compare 160           # greedy and beam on the same first crops
+    python benchmarks/prior_beam_indices.py --per-quality 96        # the beam over each number of stages
 
 `vqcodec train` collects the prior's training indices with the greedy quantizer (beam 1); the codec writes
 beam-search indices, which differ in 16 to 81 % of positions depending on the stage. This collects 3,200
@@ -31,6 +32,10 @@ def main() -> None:
     ap.add_argument("--compare", type=int, default=0, metavar="N",
                     help="instead: the first N crops both ways, the share of indices the beam changes per stage "
                          "and the model's integer prior's bits per index on each")
+    ap.add_argument("--per-quality", type=int, default=0, metavar="N",
+                    help="instead: the first N crops encoded as each quality 3-12 does (the beam over its own "
+                         "1-10 stages), the model's integer prior's bits per index on each, and the share of "
+                         "indices that differ from the 10-stage beam's")
     args = ap.parse_args()
     if args.merge:
         parts = sorted((item for p in range(args.parts)
@@ -49,6 +54,20 @@ def main() -> None:
     large = [im for im in load_images(args.data, 256) if min(im.shape[:2]) >= 256]
     sampler = CropSampler(large, 256, seed=1)
     out, t0 = [], time.time()
+    if args.per_quality:
+        from vqcodec.train import integer_bits_per_index
+
+        crops = torch.cat([sampler.batch(BATCH) for _ in range(0, args.per_quality, BATCH)])[:args.per_quality]
+        prior = load_codec(args.model).prior
+        with torch.no_grad():
+            full = torch.cat([ae.encode_indices(crops[i:i + BATCH], 10, beam=4) for i in range(0, len(crops), BATCH)])
+            for q in range(1, 11):
+                own = torch.cat([ae.encode_indices(crops[i:i + BATCH], q, beam=4) for i in range(0, len(crops), BATCH)])
+                ideal, _ = integer_bits_per_index(prior, own)
+                first10, _ = integer_bits_per_index(prior, full[..., :q].contiguous())
+                print(f"stages {q}: own beam {ideal:.4f} bits per index, the 10-stage beam's first {q} stages "
+                      f"{first10:.4f}; differ from them: {(own != full[..., :q]).float().mean().item():.3f}", flush=True)
+        return
     if args.compare:
         from vqcodec.train import integer_bits_per_index
 
