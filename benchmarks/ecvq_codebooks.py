@@ -58,6 +58,30 @@ def fit_stage(r, cb, lam: float, iters: int):
     return cb, lengths
 
 
+def fit_and_eval_latents(ae, data: str, fit_crops: int):
+    """The encoder's latents of `fit_crops` random 256x256 crops of the fit photos (seed 11) and of the 48
+    evaluation crops of compare_autoencoders.py -> (z_fit (N, D) fp32, z_eval (48, h, w, D), eval crops)."""
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from compare_autoencoders import fit_photos, training_crops
+    from vqcodec.data import CropSampler
+    from vqcodec.train import load_images
+
+    images = load_images(data, 256)
+    fit = CropSampler(fit_photos(images), 256, seed=11).batch(fit_crops)
+    evals = training_crops(data, images)                                      # (48, 3, 256, 256)
+
+    def latents(x):                                                           # (B, 3, H, W) -> (B, h, w, D)
+        with torch.no_grad():
+            return torch.cat([ae.encoder(x[i:i + 16]).permute(0, 2, 3, 1) for i in range(0, len(x), 16)])
+
+    return latents(fit).reshape(-1, ae.cfg.latent_dim).float(), latents(evals), evals
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/data/train")
@@ -71,35 +95,20 @@ def main() -> None:
     args = ap.parse_args()
 
     import copy
-    import sys
     from pathlib import Path
 
-    import numpy as np
     import torch
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from compare_autoencoders import fit_photos, training_crops
     from vqcodec.config import ModelConfig
     from vqcodec.bench.bdrate import bd_rate
     from vqcodec.codec import DEFAULT_MODEL, VQCodec, load_codec
-    from vqcodec.data import CropSampler
-    from vqcodec.train import load_images
 
     torch.manual_seed(0)
     t0 = time.time()
     codec = load_codec(args.model or DEFAULT_MODEL)
     ae = codec.autoencoder
     k, stages = ae.cfg.codebook_size, ae.cfg.num_stages
-    images = load_images(args.data, 256)
-    fit = CropSampler(fit_photos(images), 256, seed=11).batch(args.fit_crops)
-    evals = training_crops(args.data, images)                                 # (48, 3, 256, 256)
-
-    def latents(x):                                                           # (B, 3, H, W) -> (B, h, w, D)
-        with torch.no_grad():
-            return torch.cat([ae.encoder(x[i:i + 16]).permute(0, 2, 3, 1) for i in range(0, len(x), 16)])
-
-    z_fit = latents(fit).reshape(-1, ae.cfg.latent_dim).float()               # (N, D)
-    z_eval = latents(evals)                                                   # (48, h, w, D)
+    z_fit, z_eval, evals = fit_and_eval_latents(ae, args.data, args.fit_crops)
     print(f"latents: fit {tuple(z_fit.shape)}, eval {tuple(z_eval.shape)} ({time.time() - t0:.0f} s)", flush=True)
 
     # the nearest-code quantizer on the fit latents: each stage's squared error removed per bit -> lambda_s

@@ -57,27 +57,17 @@ def main() -> None:
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from compare_autoencoders import fit_photos, training_crops
-    from ecvq_codebooks import assign, code_lengths, fit_stage
+    from ecvq_codebooks import assign, code_lengths, fit_and_eval_latents, fit_stage
     from vqcodec.bench.bdrate import bd_rate
     from vqcodec.codec import DEFAULT_MODEL, load_codec
-    from vqcodec.data import CropSampler
-    from vqcodec.train import load_images
 
     torch.manual_seed(0)
     t0 = time.time()
     ae = load_codec(args.model or DEFAULT_MODEL).autoencoder.eval()
     d, stages = ae.cfg.latent_dim, ae.cfg.num_stages
-    images = load_images(args.data, 256)
-    fit = CropSampler(fit_photos(images), 256, seed=11).batch(args.fit_crops)
-    evals = training_crops(args.data, images)                                 # (48, 3, 256, 256)
-
-    def latents(x):                                                           # (B, 3, H, W) -> (B, h, w, D)
-        with torch.no_grad():
-            return torch.cat([ae.encoder(x[i:i + 16]).permute(0, 2, 3, 1) for i in range(0, len(x), 16)])
-
-    z_fit = latents(fit).reshape(-1, d).float()                               # (N, D)
-    z_eval = latents(evals)                                                   # (48, h, w, D)
+    if not 1 <= args.keep < stages:
+        ap.error(f"--keep must be from 1 to {stages - 1}")
+    z_fit, z_eval, evals = fit_and_eval_latents(ae, args.data, args.fit_crops)   # (N, D), (48, h, w, D)
     n, h, w, _ = z_eval.shape
     z_eval_flat = z_eval.reshape(-1, d).float()                               # (M, D)
     power = float(z_eval_flat.pow(2).sum(1).mean())

@@ -50,7 +50,8 @@ def main() -> None:
     from vqcodec.train import load_images
 
     torch.set_num_threads(1)
-    ae = load_codec(args.model).autoencoder.eval()
+    codec = load_codec(args.model)
+    ae, prior = codec.autoencoder.eval(), codec.prior
     large = [im for im in load_images(args.data, 256) if min(im.shape[:2]) >= 256]
     sampler = CropSampler(large, 256, seed=1)
     out, t0 = [], time.time()
@@ -58,7 +59,6 @@ def main() -> None:
         from vqcodec.train import integer_bits_per_index
 
         crops = torch.cat([sampler.batch(BATCH) for _ in range(0, args.per_quality, BATCH)])[:args.per_quality]
-        prior = load_codec(args.model).prior
         with torch.no_grad():
             full = torch.cat([ae.encode_indices(crops[i:i + BATCH], 10, beam=4) for i in range(0, len(crops), BATCH)])
             for q in range(1, 11):
@@ -78,7 +78,6 @@ def main() -> None:
                 greedy.append(ae.encode_indices(x, 10, beam=1))
                 beam.append(ae.encode_indices(x, 10, beam=4))
         greedy, beam = torch.cat(greedy)[:args.compare], torch.cat(beam)[:args.compare]
-        prior = load_codec(args.model).prior
         print("share of indices the beam changes, per stage:",
               [round(v, 3) for v in (greedy != beam).float().mean(dim=(0, 1, 2)).tolist()])
         print("bits per index (ideal, coded): greedy", integer_bits_per_index(prior, greedy),
