@@ -5,6 +5,9 @@
     python benchmarks/prior_beam_indices.py --merge --parts 2       # -> runs/beam/indices.pt
     python benchmarks/prior_beam_indices.py --compare 160           # greedy and beam on the same first crops
     python benchmarks/prior_beam_indices.py --per-quality 96        # the beam over each number of stages
+    python benchmarks/prior_beam_indices.py --own --part 0 --parts 2 &   # each quality's own beam, 1-9 stages
+    python benchmarks/prior_beam_indices.py --own --part 1 --parts 2
+    python benchmarks/prior_beam_indices.py --own --merge --parts 2 # -> runs/beam/own.pt
 
 `vqcodec train` collects the prior's training indices with the greedy quantizer (beam 1); the codec writes
 beam-search indices, which differ in 16 to 81 % of positions depending on the stage. This collects 3,200
@@ -28,7 +31,11 @@ def main() -> None:
                     help="the model whose encoder makes the indices (vqf8-v11's encoder is vqf8-v10's: the same indices)")
     ap.add_argument("--part", type=int, default=0)
     ap.add_argument("--parts", type=int, default=1)
-    ap.add_argument("--merge", action="store_true", help="join the parts into runs/beam/indices.pt")
+    ap.add_argument("--merge", action="store_true", help="join the parts into runs/beam/indices.pt (own.pt with --own)")
+    ap.add_argument("--own", action="store_true",
+                    help="the same crops, each encoded as every quality of 1-9 stages does (the beam over its own "
+                         "stages; 10 stages is indices.pt), stored (crops, 9, 32, 32, 10) int16 with the stages a "
+                         "quality does not code set to 0")
     ap.add_argument("--compare", type=int, default=0, metavar="N",
                     help="instead: the first N crops both ways, the share of indices the beam changes per stage "
                          "and the model's integer prior's bits per index on each")
@@ -38,11 +45,12 @@ def main() -> None:
                          "indices that differ from the 10-stage beam's")
     args = ap.parse_args()
     if args.merge:
+        name = "own" if args.own else "indices"
         parts = sorted((item for p in range(args.parts)
-                        for item in torch.load(f"runs/beam/indices_{p}.pt", weights_only=True)), key=lambda t: t[0])
+                        for item in torch.load(f"runs/beam/{name}_{p}.pt", weights_only=True)), key=lambda t: t[0])
         if [i for i, _ in parts] != list(range(COUNT // BATCH)):
             raise SystemExit("Error: the parts do not cover every batch")
-        torch.save(torch.cat([x for _, x in parts]), "runs/beam/indices.pt")    # (3200, 32, 32, 10) int64
+        torch.save(torch.cat([x for _, x in parts]), f"runs/beam/{name}.pt")  # (3200, 32, 32, 10) int64 or (3200, 9, 32, 32, 10) int16
         return
 
     from vqcodec.codec import load_codec
@@ -87,10 +95,16 @@ def main() -> None:
         for i in range(COUNT // BATCH):
             x = sampler.batch(BATCH)
             if i % args.parts == args.part:
-                out.append((i, ae.encode_indices(x, 10, beam=4)))                # (8, 32, 32, 10)
+                if args.own:
+                    grids = torch.zeros(BATCH, 9, 32, 32, 10, dtype=torch.int16)
+                    for q in range(1, 10):
+                        grids[:, q - 1, ..., :q] = ae.encode_indices(x, q, beam=4).to(torch.int16)
+                    out.append((i, grids))                                   # (8, 9, 32, 32, 10)
+                else:
+                    out.append((i, ae.encode_indices(x, 10, beam=4)))                # (8, 32, 32, 10)
             if i % 50 == 0:
                 print(i, round(time.time() - t0), flush=True)
-    torch.save(out, f"runs/beam/indices_{args.part}.pt")
+    torch.save(out, f"runs/beam/{'own' if args.own else 'indices'}_{args.part}.pt")
     print("done", time.time() - t0)
 
 

@@ -12,7 +12,11 @@ at step 0 of a new schedule
 (`vqcodec.train.train_prior`: cosine learning rate, float steps, then quantisation-aware steps), on
   - `beam`: runs/beam/indices.pt (benchmarks/prior_beam_indices.py: the beam-search indices the codec writes), or
   - `greedy`: --greedy-indices (default runs/prior_long/indices.pt, the greedy indices vqf8-v10's prior was trained on).
-Both hold out their first 160 grids. Reports the exported integer prior's bits per index on both held-out sets,
+  - `own`: runs/beam/own.pt and indices.pt together, (3200, 10, 32, 32, 10): each crop as every quality codes
+    it, the beam over its own 1-10 stages (`prior_beam_indices.py --own`), for a prior that also sees the
+    number of stages the file codes (ModelConfig.prior_stage_count; its count biases start at zero, Adam afresh);
+    reported per stage count too.
+All hold out their first 160 crops. Reports the exported integer prior's bits per index on both held-out sets,
 with the base model's prior's for reference (keys ending `_v10`), and exports the base's autoencoder and coarse
 codes with the new prior to ARM_DIR/export. Reruns resume from ARM_DIR's checkpoint.
 """
@@ -27,7 +31,7 @@ import torch
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("arm", type=Path, help="folder for the checkpoint, the report and the export")
-    ap.add_argument("--indices", choices=["beam", "greedy"], default="beam")
+    ap.add_argument("--indices", choices=["beam", "greedy", "own"], default="beam")
     ap.add_argument("--float-steps", type=int, default=2250)
     ap.add_argument("--qat-steps", type=int, default=750)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -37,8 +41,11 @@ def main() -> None:
     ap.add_argument("--init", type=Path, default=Path("runs/prior_long/prior.ckpt"), help="prior checkpoint to start from")
     args = ap.parse_args()
 
+    import dataclasses
+
     from vqcodec.codec import VQCodec, load_codec
-    from vqcodec.train import integer_bits_per_index, load_checkpoint, save_checkpoint, train_prior
+    from vqcodec.prior import PriorNet
+    from vqcodec.train import integer_bits_per_index, load_checkpoint, prior_fields, save_checkpoint, train_prior
     from vqcodec.training_cli import export_model
 
     torch.set_num_threads(1)
@@ -47,11 +54,26 @@ def main() -> None:
     ae = base.autoencoder.eval()
     greedy = torch.load(args.greedy_indices, weights_only=True)["indices"]    # (3200, 32, 32, 10)
     beam = torch.load("runs/beam/indices.pt", weights_only=True)                       # (3200, 32, 32, 10)
-    indices = {"greedy": greedy, "beam": beam}[args.indices]
+    cfg = base.cfg
+    if args.indices == "own":
+        own = torch.load("runs/beam/own.pt", weights_only=True)                      # (3200, 9, 32, 32, 10) int16
+        indices = torch.cat([own, beam.to(torch.int16)[:, None]], 1)                # (3200, 10, 32, 32, 10)
+        del own
+        cfg = dataclasses.replace(cfg, prior_stage_count=True)
+        ae.cfg = cfg                                   # train_prior builds the prior from the model's config
+    else:
+        indices = {"greedy": greedy, "beam": beam}[args.indices]
     src = load_checkpoint(args.init, "cpu")
     if load_checkpoint(args.arm / "prior.ckpt", "cpu") is None:  # warm start: final weights and moments, step 0
-        save_checkpoint(args.arm / "prior.ckpt", {**src, "step": 0, "report": json.dumps(
-            {"warm_start": f"{args.init} step {src['step']}"})})
+        warm = {**src, "step": 0, "report": json.dumps({"warm_start": f"{args.init} step {src['step']}"})}
+        if cfg.prior_stage_count:  # the new count biases at zero (the same tables at first), Adam afresh
+            net = PriorNet(cfg)
+            missing = net.load_state_dict(src["prior"], strict=False).missing_keys
+            if sorted(missing) != ["count_bias1", "count_bias3"]:
+                raise SystemExit(f"Error: {args.init} is not a prior of this shape (missing {missing})")
+            warm.update(prior=net.state_dict(), prior_fields=list(prior_fields(cfg)),
+                        optimizer=torch.optim.Adam(net.parameters(), lr=args.lr).state_dict())
+        save_checkpoint(args.arm / "prior.ckpt", warm)
     t0 = time.time()
     prior, int_prior, report = train_prior(ae, indices, args.arm, float_steps=args.float_steps,
                                            qat_steps=args.qat_steps, lr=args.lr,
@@ -61,9 +83,14 @@ def main() -> None:
     for name, idx in (("greedy", greedy), ("beam", beam)):
         report[f"heldout_{name}_integer"] = integer_bits_per_index(int_prior, idx[:held])
         report[f"heldout_{name}_integer_v10"] = integer_bits_per_index(base.prior, idx[:held])
+    if args.indices == "own":   # per stage count: each quality's own beam indices, this prior against the base's
+        for count in range(1, cfg.num_stages + 1):
+            grids = indices[:held, count - 1, ..., :count].long()
+            report[f"heldout_own{count}_integer"] = integer_bits_per_index(int_prior, grids)
+            report[f"heldout_own{count}_integer_base"] = integer_bits_per_index(base.prior, grids)
     report.update(kind=args.indices, float_steps=args.float_steps, qat_steps=args.qat_steps, lr=args.lr)
     print(json.dumps(report, indent=1))
-    export_model(VQCodec.serialize(ae, int_prior, base.coarse_codes), base.cfg, report, args.arm / "export")
+    export_model(VQCodec.serialize(ae, int_prior, base.coarse_codes), cfg, report, args.arm / "export")
 
 
 if __name__ == "__main__":

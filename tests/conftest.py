@@ -32,6 +32,9 @@ def integer_prior(cfg: ModelConfig, seed: int = 0) -> IntegerPrior:
         window = t["conv1.weight"][stage, :, :, o:o + kt, o:o + kt].clone()
         t["conv1.weight"][stage] = 0
         t["conv1.weight"][stage, :, :, o:o + kt, o:o + kt] = window
+    if cfg.prior_stage_count:  # a bias per (stage, stages coded), large enough to change the tables
+        t["conv1.count_bias"] = ints(-3000, 3000, (s, s, hdn))
+        t["conv3.count_bias"] = ints(-3000, 3000, (s, s, k))
     t["exp_table"] = torch.from_numpy(exp_table())
     return IntegerPrior(cfg, t)
 

@@ -363,3 +363,28 @@ def test_a_model_with_a_postfilter_saves_it_and_changes_only_the_pixels(photo_li
     pixels_a = np.asarray(plain.decompress(a), np.int64)
     pixels_b = np.asarray(loaded.decompress(b), np.int64)
     assert (pixels_b >= pixels_a).all() and (pixels_b - pixels_a).max() >= 25
+
+
+def test_a_stage_count_prior_decodes_lower_qualities_and_cut_files_with_the_files_count(photo_like):
+    """prior_stage_count: the tables depend on the header's stages, so a quality-2 decode of a quality-3 file,
+    whole or cut after stage 2, reads its two streams with the 3-stage tables, and gives the pixels of its
+    first two stages."""
+    import vqcodec
+    from vqcodec.config import ModelConfig
+    from vqcodec.container import sections
+
+    from conftest import integer_prior
+
+    cfg = ModelConfig.from_dict(TINY.to_dict() | {"name": "tiny-count", "prior_stage_count": True})
+    base = VQCodec.random(cfg, seed=0)
+    codec = VQCodec.from_bytes(VQCodec.serialize(base.autoencoder, integer_prior(cfg)), cfg)
+    assert "conv1.count_bias" in codec.prior.t
+    data = codec.compress(photo_like, 3, effort=0)
+    info = vqcodec.read_info(data)
+    cut = data[:len(data) - 4 * sum(info.stream_words[2])]
+    low = np.asarray(codec.decompress(codec.compress(photo_like, 2, effort=0)))   # greedy: the same two stages
+    assert np.array_equal(np.asarray(codec.decompress(data, quality=2)), low)
+    assert np.array_equal(np.asarray(codec.decompress(cut, quality=2)), low)
+    two = codec.compress(photo_like, 2, effort=0)
+    streams = [sections(d, codec.read_header(d), 2).streams for d in (two, data)]
+    assert streams[0][0] != streams[1][0]          # the same stage-0 indices, coded with other tables

@@ -6,7 +6,7 @@ import torch
 from vqcodec.coding import IndexCoder
 from vqcodec.container import FormatError
 from vqcodec.entropy import SymbolDecoder, SymbolEncoder
-from vqcodec.prior import build_context, pass_masks
+from vqcodec.prior import IntegerPrior, build_context, pass_masks
 
 from conftest import TINY, integer_prior
 
@@ -64,6 +64,46 @@ def test_fast_prior_tables_equal_the_integer_definition(kernel, passes):
                 fast = prior.frequencies(stage, ctx, mask)
                 assert fast.flags.c_contiguous and fast.dtype == np.float64
                 assert np.array_equal(fast, prior.frequencies_reference(stage, ctx, mask))
+
+
+def test_stage_count_biases_change_the_tables_and_equal_the_integer_definition():
+    """prior_stage_count: the tables depend on how many stages the file codes; fast == reference per count."""
+    cfg = TINY.__class__(**{**TINY.to_dict(), "prior_stage_count": True})
+    prior = integer_prior(cfg)
+    ctx = torch.from_numpy(np.random.default_rng(5).integers(-127, 128, (2 * cfg.latent_dim + 1, 9, 7)))
+    mask = pass_masks(9, 7, 4)[1]
+    for stage in range(cfg.num_stages):
+        tables = [prior.frequencies(stage, ctx, mask, count) for count in range(stage + 1, cfg.num_stages + 1)]
+        for count, table in zip(range(stage + 1, cfg.num_stages + 1), tables):
+            assert np.array_equal(table, prior.frequencies_reference(stage, ctx, mask, count))
+        assert all(not np.array_equal(tables[0], t) for t in tables[1:])
+    with pytest.raises(ValueError, match="number of stages coded"):
+        prior.frequencies(0, ctx, mask)
+    with pytest.raises(ValueError, match="number of stages coded"):
+        prior.frequencies(0, ctx, mask, cfg.num_stages + 1)
+
+
+def test_stage_count_prior_decodes_a_prefix_with_the_files_count():
+    """A lower quality decoded from a file's first stages uses the file's stage count, not the prefix's."""
+    cfg = TINY.__class__(**{**TINY.to_dict(), "prior_stage_count": True})
+    coder = IndexCoder(integer_prior(cfg))
+    indices = torch.from_numpy(np.random.default_rng(9).integers(0, 16, (8, 6, 3)))
+    streams = coder.encode(indices)
+    assert torch.equal(coder.decode(streams, 8, 6).long(), indices)
+    assert torch.equal(coder.decode(streams[:2], 8, 6, count=3).long(), indices[..., :2])
+    assert coder.encode(indices[..., :2])[1] != streams[1]       # coded as a 2-stage file, stage 1 differs
+    with pytest.raises(FormatError):
+        coder.decode(streams[:2], 8, 6)                           # read as a 2-stage file: wrong tables
+
+
+def test_prior_weights_must_agree_with_the_stage_count_config():
+    cfg = TINY.__class__(**{**TINY.to_dict(), "prior_stage_count": True})
+    tensors = integer_prior(cfg).tensors()
+    with pytest.raises(ValueError, match="disagree on its stage-count biases"):
+        IntegerPrior(TINY, tensors)
+    del tensors["conv3.count_bias"]
+    with pytest.raises(ValueError, match="disagree on its stage-count biases"):
+        IntegerPrior(cfg, tensors)
 
 
 def test_stage_0_with_its_own_window_and_schedule_round_trips():

@@ -248,7 +248,8 @@ class VQCodec:
             h, w = header.grid
             headers.append(header)
             extras.append((alpha, meta))
-            indices.append(self.coder.decode(parts.streams, h, w, header.tiles, timings, coarse=coarse))
+            indices.append(self.coder.decode(parts.streams, h, w, header.tiles, timings, coarse=coarse,
+                                             count=header.stages))
         images: list[Image.Image] = [None] * len(headers)  # type: ignore[list-item]
         with timer(timings, "network_s"):
             single = [i for i, h in enumerate(headers) if h.num_tiles == 1]

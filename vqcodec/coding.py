@@ -87,9 +87,10 @@ class IndexCoder:
             out.append((masks, known_before(masks)[:, None].long()))
         return out
 
-    def _tables(self, stage: int, prev: torch.Tensor, cur: torch.Tensor, known: torch.Tensor, mask: torch.Tensor):
+    def _tables(self, stage: int, prev: torch.Tensor, cur: torch.Tensor, known: torch.Tensor, mask: torch.Tensor,
+                count: int | None = None):
         ctx = build_context(self.prior.to_input(prev), self.prior.to_input(cur), known)
-        return self.prior.frequencies(stage, ctx, mask)
+        return self.prior.frequencies(stage, ctx, mask, count)
 
     def encode(self, indices: torch.Tensor, tiles=None, timings: dict | None = None, stats: dict | None = None,
                coarse: CoarseAlphabet | None = None) -> list[list[bytes]]:
@@ -97,7 +98,8 @@ class IndexCoder:
         (None: one tile, the whole grid).
 
         stats, if given, accumulates the ideal code length ("ideal_bits"). coarse: stage 0 uses only
-        coarse.codes and is coded in that alphabet (a coarse quality level).
+        coarse.codes and is coded in that alphabet (a coarse quality level). The stage count a prior with
+        stage-count biases sees is q, the stages coded.
         """
         timings = {} if timings is None else timings
         q = indices.shape[2]
@@ -122,7 +124,7 @@ class IndexCoder:
             masks, known = schedule[s]
             for p in range(masks.shape[0]):
                 with timer(timings, "prior_s"):
-                    freqs = self._tables(s, prev, cur, known[p], masks[p])
+                    freqs = self._tables(s, prev, cur, known[p], masks[p], q)
                     symbols = indices[..., s][masks[p]].cpu()
                     if coarse is not None and s == 0:
                         freqs, symbols = coarse.merge(freqs), coarse.cells[symbols]
@@ -136,17 +138,22 @@ class IndexCoder:
                 yield enc.finish()
 
     def decode(self, streams: list[list[bytes]], h: int, w: int, tiles=None, timings: dict | None = None,
-               coarse: CoarseAlphabet | None = None) -> torch.Tensor:
+               coarse: CoarseAlphabet | None = None, count: int | None = None) -> torch.Tensor:
         """streams[stage][tile] -> indices (h, w, q) int16 on the CPU. Raises FormatError if a stream does
-        not decode to exactly its tile's indices and its check symbol."""
+        not decode to exactly its tile's indices and its check symbol.
+
+        count: the stages the file codes (its header's), when only the first q = len(streams) are decoded (a
+        lower quality); None: q. A prior with stage-count biases needs it, the others ignore it."""
         timings = {} if timings is None else timings
         q = len(streams)
+        count = q if count is None else count
         out = torch.zeros(h, w, q, dtype=torch.int16)
         for t, (y0, x0, y1, x1) in enumerate(tiles or [(0, 0, h, w)]):
-            out[y0:y1, x0:x1] = self._decode_tile([stage[t] for stage in streams], y1 - y0, x1 - x0, timings, coarse)
+            out[y0:y1, x0:x1] = self._decode_tile([stage[t] for stage in streams], y1 - y0, x1 - x0, timings, coarse,
+                                                  count)
         return out
 
-    def _decode_tile(self, streams, h, w, timings, coarse) -> torch.Tensor:
+    def _decode_tile(self, streams, h, w, timings, coarse, count) -> torch.Tensor:
         schedule = self._schedule(h, w)
         q = len(streams)
         out = torch.zeros(h, w, q, dtype=torch.int16)
@@ -160,7 +167,7 @@ class IndexCoder:
             masks, known = schedule[s]
             for p in range(masks.shape[0]):
                 with timer(timings, "prior_s"):
-                    freqs = self._tables(s, prev, self.prior.input_vectors(s, stage), known[p], masks[p])
+                    freqs = self._tables(s, prev, self.prior.input_vectors(s, stage), known[p], masks[p], count)
                     if coarse is not None and s == 0:
                         freqs = coarse.merge(freqs)
                 with timer(timings, "entropy_s"):

@@ -18,6 +18,8 @@ class ModelConfig:
     prior_kernel: int = 3                       # the prior's spatial context: k x k positions (3 or 5)
     stage0_prior_kernel: int = 0                # stage 0's own window and schedule (stage 0 carries the most
     stage0_prior_passes: int = 0                # predictable bits); 0: as prior_kernel / prior_passes
+    prior_stage_count: bool = False             # the prior also sees how many stages the file codes (the header's
+                                                # stages): a bias per (stage, count) on its first layer and logits
     coarse_sizes: tuple[int, ...] = ()          # extra lowest levels: stage 0 limited to its first n coarse codes
     transform: str = "conv"                     # "conv", or "klt-hybrid": a linear block transform (KLT at
                                                 # init) plus the conv networks as branches that start at zero

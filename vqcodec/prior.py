@@ -5,6 +5,9 @@ may have its own window and schedule, ModelConfig.stage_prior),
   * the sum of the codebook vectors of stages < s (coarser residual stages), and
   * stage s's own vectors at neighbours decoded in earlier passes of a fixed schedule (pass_masks).
 Each stage has its own small network: conv kxk -> ReLU -> conv1x1 -> ReLU -> conv1x1 (K logits).
+With ModelConfig.prior_stage_count, the first layer and the logits also get a bias chosen by the number of
+stages the file codes (1..S, the header's stages): a quality's own indices (the beam search over its stages)
+are not the prefix of a longer quality's, and their statistics depend on where the file stops.
 The number of network evaluations per image is num_stages * prior_passes, whatever the image size.
 
 Training (PriorNet) simulates the integer arithmetic (fake quantisation with straight-through
@@ -106,6 +109,12 @@ class PriorNet(nn.Module):
         self.register_buffer("conv1_mask", mask)   # None (no entry in the state dict) when all windows agree
         self.conv2 = nn.Conv2d(s * hdn, s * hdn, 1, groups=s)
         self.conv3 = nn.Conv2d(s * hdn, s * k, 1, groups=s)
+        if cfg.prior_stage_count:  # (stage, stage count - 1, channel), added before the activation / to the logits
+            self.count_bias1 = nn.Parameter(torch.zeros(s, s, hdn))
+            self.count_bias3 = nn.Parameter(torch.zeros(s, s, k))
+        else:
+            self.register_parameter("count_bias1", None)
+            self.register_parameter("count_bias3", None)
         # integer input = round(vector * input_scale), a power of two chosen from the codebooks
         self.register_buffer("input_scale", torch.tensor(float(input_scale)))
         # uint8 activation step of the two hidden layers (calibrated before quantisation-aware training)
@@ -127,6 +136,15 @@ class PriorNet(nn.Module):
             w, _ = _fake_quant_weight(w)
         return F.conv2d(x, w, conv.bias, padding=conv.padding, groups=conv.groups)
 
+    def _count_bias(self, table: torch.Tensor | None, counts: torch.Tensor | None, b: int):
+        """table (S, S, C), counts (B,) stages coded (None: all S) -> (B, S*C, 1, 1), or 0 without count biases."""
+        if table is None:
+            return 0
+        s = table.shape[0]
+        if counts is None:
+            counts = torch.full((b,), s, dtype=torch.long, device=table.device)
+        return table[:, counts.long() - 1].permute(1, 0, 2).reshape(b, -1, 1, 1)
+
     def _act(self, y, layer: int):
         if not self.quantize:
             return F.relu(y)
@@ -134,23 +152,25 @@ class PriorNet(nn.Module):
         return _ste_round(F.relu(y) / scale).clamp(0, 255) * scale
 
     @torch.no_grad()
-    def calibrate(self, inputs: torch.Tensor, quantile: float = 0.9999) -> None:
+    def calibrate(self, inputs: torch.Tensor, quantile: float = 0.9999, counts: torch.Tensor | None = None) -> None:
         """Set each hidden layer's activation step so that the float activations' top quantile is 255."""
         quantize, self.quantize = self.quantize, False
         b, s, c, h, w = inputs.shape
         x = inputs.reshape(b, s * c, h, w)
         for layer, conv in enumerate((self.conv1, self.conv2)):
-            x = F.relu(self._conv(x, conv))
+            x = F.relu(self._conv(x, conv) + (self._count_bias(self.count_bias1, counts, b) if layer == 0 else 0))
             top = torch.quantile(x.flatten()[::max(1, x.numel() // 1_000_000)], quantile)
             self.act_scales[layer] = max(float(top) / 255, 1e-4)
         self.quantize = quantize
 
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """inputs: (B, S, 2D+1, h, w) integer-valued context -> logits (B, S, K, h, w) in nats."""
+    def forward(self, inputs: torch.Tensor, counts: torch.Tensor | None = None) -> torch.Tensor:
+        """inputs: (B, S, 2D+1, h, w) integer-valued context; counts: (B,) the stages each grid codes (1..S; None:
+        all, and ignored without ModelConfig.prior_stage_count) -> logits (B, S, K, h, w) in nats."""
         b, s, c, h, w = inputs.shape
-        x = self._act(self._conv(inputs.reshape(b, s * c, h, w), self.conv1), 0)
+        y = self._conv(inputs.reshape(b, s * c, h, w), self.conv1) + self._count_bias(self.count_bias1, counts, b)
+        x = self._act(y, 0)
         x = self._act(self._conv(x, self.conv2), 1)
-        y = self._conv(x, self.conv3)
+        y = self._conv(x, self.conv3) + self._count_bias(self.count_bias3, counts, b)
         if self.quantize:
             y = _ste_round(y / LOGIT_SCALE) * LOGIT_SCALE
         return y.reshape(b, s, -1, h, w)
@@ -211,6 +231,13 @@ class IntegerPrior:
     def __init__(self, cfg: ModelConfig, tensors: dict[str, torch.Tensor]):
         self.cfg = cfg
         self.t = {k: v.to(torch.int64) for k, v in tensors.items()}
+        s = cfg.num_stages
+        if cfg.prior_stage_count != ("conv1.count_bias" in self.t) or cfg.prior_stage_count != ("conv3.count_bias" in self.t):
+            raise ValueError("the prior's weights and the model config disagree on its stage-count biases")
+        if cfg.prior_stage_count:
+            for name in ("conv1", "conv3"):
+                if tuple(self.t[f"{name}.count_bias"].shape) != (s, s, self.t[f"{name}.bias"].shape[-1]):
+                    raise ValueError(f"prior {name}.count_bias must have shape (stages, stages, channels)")
         self.exp = self.t["exp_table"]
         self.exp_f64 = self.exp.double()  # integers below 2**17: exact
         self.exp_np = self.exp_f64.cpu().numpy()
@@ -221,15 +248,30 @@ class IntegerPrior:
             self.w_gemm[name] = [wt.float() if bound < 2 ** 24 else wt.double() for wt in w]
             # the fast path (frequencies): requantisation in float64, exact while every (acc + bias) * mult
             # + 2**23 is an integer below 2**53; its largest logit tells whether the clamp can bind
-            bias, mult = self.t[f"{name}.bias"], self.t[f"{name}.mult"]
+            bias, mult = self.biases(name), self.t[f"{name}.mult"]             # (S, counts, C_out), (S, C_out)
             top = (bound + int(bias.abs().max())) * int(mult.abs().max()) + (1 << (REQUANT_SHIFT - 1))
             if bound < 2 ** 24 and top < 2 ** 53:
                 w32 = [wt.t().contiguous() if name == "conv3" else wt for wt in self.w_gemm[name]]  # float32 here
                 step = 2.0 ** -REQUANT_SHIFT                               # exact: a power of two
-                self.fast[name] = (w32, mult.double() * step, (bias * mult + (1 << (REQUANT_SHIFT - 1))).double() * step,
-                                   top >> REQUANT_SHIFT)
+                offset = (bias * mult[:, None] + (1 << (REQUANT_SHIFT - 1))).double() * step
+                self.fast[name] = (w32, mult.double() * step, offset, top >> REQUANT_SHIFT)
         if len(self.fast) < 3:
             self.fast = {}
+
+    def biases(self, name: str) -> torch.Tensor:
+        """A layer's integer biases (S, counts, C_out): with stage-count biases, counts = S (index: stages coded
+        - 1) and each is the layer's bias plus that count's; without, one column."""
+        bias = self.t[f"{name}.bias"][:, None]
+        extra = self.t.get(f"{name}.count_bias")
+        return bias if extra is None else bias + extra
+
+    def count_index(self, count: int | None) -> int:
+        """The stages the file codes (1..S) -> the column of biases(); 0 for a prior without count biases."""
+        if not self.cfg.prior_stage_count:
+            return 0
+        if count is None or not 1 <= count <= self.cfg.num_stages:
+            raise ValueError(f"this prior needs the number of stages coded (1 to {self.cfg.num_stages}), not {count}")
+        return count - 1
 
     def stage_weights(self, name: str) -> list[torch.Tensor]:
         """Each stage's integer weights (C_out, C_in, k, k) of one layer; conv1 cut to the stage's own window
@@ -261,6 +303,10 @@ class IntegerPrior:
             w_int = torch.round(w / w_scale.view(-1, *(1,) * (w.dim() - 1))).clamp(-127, 127)
             t[f"{name}.weight"] = w_int.to(torch.int64).reshape(s, -1, *w.shape[1:])
             t[f"{name}.bias"] = torch.round(conv.bias.detach().double() / (w_scale * in_scale)).to(torch.int64).reshape(s, -1)
+            count_bias = {"conv1": prior.count_bias1, "conv3": prior.count_bias3}.get(name)
+            if count_bias is not None:                                      # (S, S, C_out) in the same units
+                step = (w_scale * in_scale).reshape(s, 1, -1)
+                t[f"{name}.count_bias"] = torch.round(count_bias.detach().double() / step).to(torch.int64)
             t[f"{name}.mult"] = torch.round(w_scale * in_scale / out_scale * (1 << REQUANT_SHIFT)).to(torch.int64).reshape(s, -1)
             in_scale = out_scale
         t["exp_table"] = torch.from_numpy(exp_table())
@@ -287,7 +333,7 @@ class IntegerPrior:
         mult = self.t[f"{name}.mult"][stage][:, None]
         return torch.clamp((acc * mult + (1 << (REQUANT_SHIFT - 1))) >> REQUANT_SHIFT, lo, hi)
 
-    def _dense(self, x: torch.Tensor, name: str, stage: int) -> torch.Tensor:
+    def _dense(self, x: torch.Tensor, name: str, stage: int, count: int = 0) -> torch.Tensor:
         """x: (C_in*k*k, N) integer columns -> accumulators (C_out, N) int64, computed exactly.
 
         The product runs in float32 when the layer's largest possible partial sum, (sum of |weights| of
@@ -300,7 +346,8 @@ class IntegerPrior:
         w = self.w_gemm[name][stage]                            # (C_out, C_in*k*k)
         with torch.autocast(x.device.type, enabled=False):
             acc = (w @ x.to(w.dtype)).to(torch.int64)
-        return acc + self.t[f"{name}.bias"][stage][:, None]
+        bias = self.biases(name)[stage]                                   # (counts, C_out): conv2 has one
+        return acc + bias[min(count, len(bias) - 1)][:, None]
 
     @staticmethod
     def gather_columns(context: torch.Tensor, positions: torch.Tensor, k: int = 3) -> torch.Tensor:
@@ -326,8 +373,9 @@ class IntegerPrior:
             win = [padded[:, ys + dy, xs + dx] for dy in range(k) for dx in range(k)]  # any other pattern
         return torch.stack(win, 1).reshape(c * k * k, -1)
 
-    def frequencies(self, stage: int, context: torch.Tensor, positions: torch.Tensor) -> np.ndarray:
-        """context: (2D+1, h, w) int64; positions: (h, w) bool -> (N, K) frequencies (exact integers, float64).
+    def frequencies(self, stage: int, context: torch.Tensor, positions: torch.Tensor, count: int | None = None) -> np.ndarray:
+        """context: (2D+1, h, w) int64; positions: (h, w) bool; count: the stages the file codes (needed by a
+        prior with stage-count biases, ignored otherwise) -> (N, K) frequencies (exact integers, float64).
 
         The fast path computes exactly what frequencies_reference does, with fewer passes over memory:
         activations stay float32 (integers of at most 8 bits), and the requantisation
@@ -336,28 +384,32 @@ class IntegerPrior:
         out (N, K), already in the coder's row order.
         """
         if not self.fast:
-            return self.frequencies_reference(stage, context, positions)
+            return self.frequencies_reference(stage, context, positions, count)
+        c = self.count_index(count)
         x = self.gather_columns(context.float(), positions, self.cfg.stage_prior(stage)[0])  # (C*k*k, N) float32
         for name in ("conv1", "conv2"):
             w, mult, offset, _ = self.fast[name]
             with torch.autocast(x.device.type, enabled=False):
                 acc = (w[stage] @ x).double()                                    # (C_out, N), exact
-            x = torch.addcmul(offset[stage][:, None], acc, mult[stage][:, None]).floor_().clamp_(0, 255).float()
+            off = offset[stage, min(c, offset.shape[1] - 1)]                     # conv2: no count biases
+            x = torch.addcmul(off[:, None], acc, mult[stage][:, None]).floor_().clamp_(0, 255).float()
         w, mult, offset, top = self.fast["conv3"]
         with torch.autocast(x.device.type, enabled=False):
             acc = (x.t() @ w[stage]).double()                                    # (N, K), exact
-        logits = torch.addcmul(offset[stage], acc, mult[stage]).floor_()
+        logits = torch.addcmul(offset[stage, c], acc, mult[stage]).floor_()
         if top >= 1 << 20:
             logits.clamp_(-(1 << 20), 1 << 20)
         d = (logits.amax(1, keepdim=True) - logits).clamp_max_(len(self.exp) - 1)
         return self.exp_np[d.long().cpu().numpy()]                              # (N, K)
 
-    def frequencies_reference(self, stage: int, context: torch.Tensor, positions: torch.Tensor) -> np.ndarray:
+    def frequencies_reference(self, stage: int, context: torch.Tensor, positions: torch.Tensor,
+                              count: int | None = None) -> np.ndarray:
         """The integer definition of the tables (int64 accumulators, shifts), used where the fast path's
         float64 bound does not hold, and by the tests as its reference."""
+        c = self.count_index(count)
         x = self.gather_columns(context, positions, self.cfg.stage_prior(stage)[0])  # (C*k*k, N)
-        a = self._requant(self._dense(x, "conv1", stage), "conv1", stage, 0, 255)
-        a = self._requant(self._dense(a, "conv2", stage), "conv2", stage, 0, 255)
-        logits = self._requant(self._dense(a, "conv3", stage), "conv3", stage, -(1 << 20), 1 << 20)  # (K, N)
+        a = self._requant(self._dense(x, "conv1", stage, c), "conv1", stage, 0, 255)
+        a = self._requant(self._dense(a, "conv2", stage, c), "conv2", stage, 0, 255)
+        logits = self._requant(self._dense(a, "conv3", stage, c), "conv3", stage, -(1 << 20), 1 << 20)  # (K, N)
         d = (logits.max(0, keepdim=True).values - logits).clamp_max_(len(self.exp) - 1)
         return self.exp_f64[d.t()].cpu().numpy()                         # (N, K)

@@ -160,7 +160,8 @@ def autoencoder_fields(cfg: ModelConfig) -> tuple:
 
 def prior_fields(cfg: ModelConfig) -> tuple:
     """The config fields the prior's weights depend on, besides the autoencoder's."""
-    return cfg.prior_hidden, cfg.prior_kernel, cfg.prior_passes, cfg.stage0_prior_kernel, cfg.stage0_prior_passes
+    fields = cfg.prior_hidden, cfg.prior_kernel, cfg.prior_passes, cfg.stage0_prior_kernel, cfg.stage0_prior_passes
+    return fields + (True,) if cfg.prior_stage_count else fields   # checkpoints from before the field still match
 
 
 @torch.no_grad()
@@ -356,16 +357,36 @@ def choose_input_scale(codebooks: list[torch.Tensor], indices: torch.Tensor) -> 
     return float(2 ** math.floor(math.log2(127 / max(q, 1e-6))))
 
 
+def by_stage_count(indices: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+    """Held-out index grids -> [(stages coded, grids (B', h, w, S))]. (B, h, w, S): all S stages coded.
+    (B, S, h, w, S): per stage count, [:, c - 1] holds the grids of files that code c stages (stages >= c
+    unused); to keep the evaluation's cost that of one layout, crop i is scored at count i % S + 1 only."""
+    if indices.dim() == 4:
+        return [(indices.shape[-1], indices)]
+    s = indices.shape[1]
+    return [(c, indices[c - 1::s, c - 1]) for c in range(1, s + 1) if len(indices[c - 1::s])]
+
+
+def count_mask(sel: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """sel (B', S, 1, h, w) scored positions, counts (B',) -> only the stages each grid codes."""
+    stages = torch.arange(sel.shape[1], device=sel.device)
+    return sel & (stages[None, :] < counts[:, None].to(sel.device))[:, :, None, None, None]
+
+
 def prior_bits_per_index(prior: PriorNet, codebooks, indices: torch.Tensor, batch_size: int = 16) -> float:
-    """Mean cross-entropy (bits per index) of the float or fake-quantised prior on held-out grids."""
+    """Mean cross-entropy (bits per index) of the float or fake-quantised prior on held-out grids
+    (either layout of by_stage_count; per stage count, its coded stages)."""
     total, n = 0.0, 0
     with torch.no_grad():
-        for i in range(0, len(indices), batch_size):
-            ctx, tgt, sel = training_contexts(prior, codebooks, indices[i:i + batch_size])
-            logp = torch.log_softmax(prior(ctx), dim=2)               # (B', S, K, h, w)
-            nll = -logp.gather(2, tgt[:, :, None]).squeeze(2)          # (B', S, h, w)
-            total += float((nll * sel[:, :, 0]).sum())
-            n += int(sel.sum())
+        for count, grids in by_stage_count(indices):
+            for i in range(0, len(grids), batch_size):
+                ctx, tgt, sel = training_contexts(prior, codebooks, grids[i:i + batch_size].long())
+                counts = torch.full((len(ctx),), count, dtype=torch.long, device=ctx.device)
+                sel = count_mask(sel, counts)
+                logp = torch.log_softmax(prior(ctx, counts), dim=2)       # (B', S, K, h, w)
+                nll = -logp.gather(2, tgt[:, :, None]).squeeze(2)          # (B', S, h, w)
+                total += float((nll * sel[:, :, 0]).sum())
+                n += int(sel.sum())
     return total / n / math.log(2)
 
 
@@ -373,10 +394,11 @@ def integer_bits_per_index(int_prior: IntegerPrior, indices: torch.Tensor) -> tu
     """(ideal bits per index under the integer tables, real bits per index of the coded payloads)."""
     from .coding import IndexCoder, stream_bytes  # entropy coding (constriction) only here: the autoencoder needs none
 
-    coder, stats, real = IndexCoder(int_prior), {}, 0
-    for grid in indices:
-        real += 8 * stream_bytes(coder.encode(grid, stats=stats))
-    n = indices.numel()
+    coder, stats, real, n = IndexCoder(int_prior), {}, 0, 0
+    for count, grids in by_stage_count(indices):
+        for grid in grids[..., :count]:
+            real += 8 * stream_bytes(coder.encode(grid.long(), stats=stats))
+            n += grid[..., :count].numel()
     return stats["ideal_bits"] / n, real / n
 
 
@@ -394,6 +416,9 @@ def train_prior(model: VQAutoencoder, indices: torch.Tensor, out_dir: Path, floa
                 stop_at: float | None = None, copy_to: Path | None = None, autoencoder_step: int | None = None):
     """Train the prior in float, then quantisation-aware; returns (PriorNet, IntegerPrior, report dict).
 
+    indices: (N, h, w, S) grids of S stages, or (N, S, h, w, S) grids per stage count (by_stage_count), for a
+    prior with stage-count biases: each step draws a count per grid and scores the stages it codes.
+
     stop_at, copy_to: as for train_autoencoder; a stop before the end saves a checkpoint and returns None.
     autoencoder_step: stored in the checkpoint; a checkpoint of another step is not resumed (its indices differ).
     """
@@ -404,7 +429,8 @@ def train_prior(model: VQAutoencoder, indices: torch.Tensor, out_dir: Path, floa
     held_out = max(1, len(indices) // 20)
     val, train_idx = indices[:held_out].to(device), indices[held_out:].to(device)
     ckpt_path = out_dir / "prior.ckpt"
-    prior = PriorNet(cfg, choose_input_scale(codebooks, train_idx[:64])).to(device)
+    per_count = indices.dim() == 5
+    prior = PriorNet(cfg, choose_input_scale(codebooks, (train_idx[:64, -1] if per_count else train_idx[:64]).long())).to(device)
     opt = torch.optim.Adam(prior.parameters(), lr=lr)
     start, report = 0, {}
     ck = load_checkpoint(ckpt_path, device)
@@ -440,7 +466,12 @@ def train_prior(model: VQAutoencoder, indices: torch.Tensor, out_dir: Path, floa
             prior.quantize = False
             report["float_bits_per_index"] = prior_bits_per_index(prior, codebooks, val)
             log(f"float prior: {report['float_bits_per_index']:.4f} bits/index")
-            prior.calibrate(training_contexts(prior, codebooks, train_idx[:64])[0])
+            calib, calib_counts = train_idx[:64], None
+            if per_count:   # every stage count in turn, once per pass of the longest schedule (training_contexts)
+                calib_counts = torch.arange(len(calib), device=device) % cfg.num_stages + 1
+                calib = calib[torch.arange(len(calib), device=device), calib_counts - 1]
+                calib_counts = calib_counts.repeat(max(cfg.stage_prior(t)[1] for t in range(cfg.num_stages)))
+            prior.calibrate(training_contexts(prior, codebooks, calib.long())[0], counts=calib_counts)
             report["activation_steps"] = prior.act_scales.tolist()
             prior.quantize = True  # post-training quantisation alone, before any quantisation-aware step
             report["ptq_bits_per_index"] = prior_bits_per_index(prior, codebooks, val)
@@ -450,11 +481,20 @@ def train_prior(model: VQAutoencoder, indices: torch.Tensor, out_dir: Path, floa
         for g in opt.param_groups:
             g["lr"] = cosine_lr(phase_step, phase_len, lr if step < float_steps else lr / 5, warmup=50)
         pick = torch.randint(0, len(train_idx), (batch_size,), generator=gen)
-        grids = random_subgrids(train_idx[pick.to(train_idx.device)], min(grid, train_idx.shape[1]), gen)
+        counts = None
+        if per_count:  # a stage count per grid, uniform over 1..S
+            counts = torch.randint(1, cfg.num_stages + 1, (batch_size,), generator=gen)
+            chosen = train_idx[pick.to(train_idx.device), (counts - 1).to(train_idx.device)].long()
+            counts = counts.to(device)
+        else:
+            chosen = train_idx[pick.to(train_idx.device)]
+        grids = random_subgrids(chosen, min(grid, train_idx.shape[-2]), gen)
         passes = torch.stack([torch.randint(0, cfg.stage_prior(t)[1], (batch_size,), generator=gen)
                               for t in range(cfg.num_stages)], 1).to(device)                  # (B, S)
         ctx, tgt, sel = training_contexts(prior, codebooks, grids, passes)
-        logp = torch.log_softmax(prior(ctx), dim=2)
+        if counts is not None:
+            sel = count_mask(sel, counts)
+        logp = torch.log_softmax(prior(ctx, counts), dim=2)
         nll = -logp.gather(2, tgt[:, :, None]).squeeze(2)
         loss = (nll * sel[:, :, 0]).sum() / sel.sum() / math.log(2)
         opt.zero_grad(set_to_none=True)
