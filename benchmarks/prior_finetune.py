@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--greedy-indices", type=Path, default=Path("runs/prior_long/indices.pt"),
                     help="the greedy indices (a `vqcodec train` run's indices.pt)")
     ap.add_argument("--init", type=Path, default=Path("runs/prior_long/prior.ckpt"), help="prior checkpoint to start from")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (vqf8-v11's run: 1, the other core busy)")
     args = ap.parse_args()
 
     import dataclasses
@@ -48,7 +49,7 @@ def main() -> None:
     from vqcodec.train import integer_bits_per_index, load_checkpoint, prior_fields, save_checkpoint, train_prior
     from vqcodec.training_cli import export_model
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     args.arm.mkdir(parents=True, exist_ok=True)
     base = load_codec(args.base)
     ae = base.autoencoder.eval()
