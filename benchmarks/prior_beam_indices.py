@@ -44,8 +44,8 @@ def main() -> None:
                          "1-10 stages), the model's integer prior's bits per index on each, and the share of "
                          "indices that differ from the 10-stage beam's")
     args = ap.parse_args()
+    name = "own" if args.own else "indices"                                  # runs/beam/{name}_{part}.pt, {name}.pt
     if args.merge:
-        name = "own" if args.own else "indices"
         parts = sorted((item for p in range(args.parts)
                         for item in torch.load(f"runs/beam/{name}_{p}.pt", weights_only=True)), key=lambda t: t[0])
         if [i for i, _ in parts] != list(range(COUNT // BATCH)):
@@ -104,7 +104,7 @@ def main() -> None:
                     out.append((i, ae.encode_indices(x, 10, beam=4)))                # (8, 32, 32, 10)
             if i % 50 == 0:
                 print(i, round(time.time() - t0), flush=True)
-    torch.save(out, f"runs/beam/{'own' if args.own else 'indices'}_{args.part}.pt")
+    torch.save(out, f"runs/beam/{name}_{args.part}.pt")
     print("done", time.time() - t0)
 
 

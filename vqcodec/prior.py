@@ -242,13 +242,14 @@ class IntegerPrior:
         self.exp_f64 = self.exp.double()  # integers below 2**17: exact
         self.exp_np = self.exp_f64.cpu().numpy()
         self.w_gemm, self.fast = {}, {}
+        self.bias_tables = {name: self.biases(name) for name in ("conv1", "conv2", "conv3")}
         for name, max_input in (("conv1", 127), ("conv2", 255), ("conv3", 255)):
             w = [wt.flatten(1) for wt in self.stage_weights(name)]         # S x (C_out, C_in*k*k)
             bound = max(int(wt.abs().sum(1).max()) for wt in w) * max_input  # largest possible |partial sum|
             self.w_gemm[name] = [wt.float() if bound < 2 ** 24 else wt.double() for wt in w]
             # the fast path (frequencies): requantisation in float64, exact while every (acc + bias) * mult
             # + 2**23 is an integer below 2**53; its largest logit tells whether the clamp can bind
-            bias, mult = self.biases(name), self.t[f"{name}.mult"]             # (S, counts, C_out), (S, C_out)
+            bias, mult = self.bias_tables[name], self.t[f"{name}.mult"]        # (S, counts, C_out), (S, C_out)
             top = (bound + int(bias.abs().max())) * int(mult.abs().max()) + (1 << (REQUANT_SHIFT - 1))
             if bound < 2 ** 24 and top < 2 ** 53:
                 w32 = [wt.t().contiguous() if name == "conv3" else wt for wt in self.w_gemm[name]]  # float32 here
@@ -259,11 +260,13 @@ class IntegerPrior:
             self.fast = {}
 
     def biases(self, name: str) -> torch.Tensor:
-        """A layer's integer biases (S, counts, C_out): with stage-count biases, counts = S (index: stages coded
-        - 1) and each is the layer's bias plus that count's; without, one column."""
+        """A layer's integer biases (S, counts, C_out), column count_index(count): with stage-count biases, S
+        columns, the layer's bias plus each count's (conv2, which has none, repeats its own); without, one."""
         bias = self.t[f"{name}.bias"][:, None]
         extra = self.t.get(f"{name}.count_bias")
-        return bias if extra is None else bias + extra
+        if extra is not None:
+            return bias + extra
+        return bias.expand(-1, self.cfg.num_stages, -1) if self.cfg.prior_stage_count else bias
 
     def count_index(self, count: int | None) -> int:
         """The stages the file codes (1..S) -> the column of biases(); 0 for a prior without count biases."""
@@ -346,8 +349,7 @@ class IntegerPrior:
         w = self.w_gemm[name][stage]                            # (C_out, C_in*k*k)
         with torch.autocast(x.device.type, enabled=False):
             acc = (w @ x.to(w.dtype)).to(torch.int64)
-        bias = self.biases(name)[stage]                                   # (counts, C_out): conv2 has one
-        return acc + bias[min(count, len(bias) - 1)][:, None]
+        return acc + self.bias_tables[name][stage, count][:, None]
 
     @staticmethod
     def gather_columns(context: torch.Tensor, positions: torch.Tensor, k: int = 3) -> torch.Tensor:
@@ -391,8 +393,7 @@ class IntegerPrior:
             w, mult, offset, _ = self.fast[name]
             with torch.autocast(x.device.type, enabled=False):
                 acc = (w[stage] @ x).double()                                    # (C_out, N), exact
-            off = offset[stage, min(c, offset.shape[1] - 1)]                     # conv2: no count biases
-            x = torch.addcmul(off[:, None], acc, mult[stage][:, None]).floor_().clamp_(0, 255).float()
+            x = torch.addcmul(offset[stage, c][:, None], acc, mult[stage][:, None]).floor_().clamp_(0, 255).float()
         w, mult, offset, top = self.fast["conv3"]
         with torch.autocast(x.device.type, enabled=False):
             acc = (x.t() @ w[stage]).double()                                    # (N, K), exact
