@@ -14,7 +14,8 @@ at step 0 of a new schedule
   - `greedy`: --greedy-indices (default runs/prior_long/indices.pt, the greedy indices vqf8-v10's prior was trained on).
   - `own`: runs/beam/own.pt and indices.pt together, (3200, 10, 32, 32, 10): each crop as every quality codes
     it, the beam over its own 1-10 stages (`prior_beam_indices.py --own`), for a prior that also sees the
-    number of stages the file codes (ModelConfig.prior_stage_count; its count biases start at zero, Adam afresh);
+    number of stages the file codes (ModelConfig.prior_stage_count; its count biases start at zero, Adam afresh,
+    unless --init is a stage-count prior already: then it continues with its biases and Adam's moments);
     reported per stage count too.
 All hold out their first 160 crops. Reports the exported integer prior's bits per index on both held-out sets,
 with the base model's prior's for reference (keys ending `_v10`), and exports the base's autoencoder and coarse
@@ -67,9 +68,9 @@ def main() -> None:
     src = load_checkpoint(args.init, "cpu")
     if load_checkpoint(args.arm / "prior.ckpt", "cpu") is None:  # warm start: final weights and moments, step 0
         warm = {**src, "step": 0, "report": json.dumps({"warm_start": f"{args.init} step {src['step']}"})}
-        if cfg.prior_stage_count:  # the new count biases at zero (the same tables at first), Adam afresh
-            net = PriorNet(cfg)
-            missing = net.load_state_dict(src["prior"], strict=False).missing_keys
+        net = PriorNet(cfg)
+        missing = net.load_state_dict(src["prior"], strict=False).missing_keys
+        if cfg.prior_stage_count and missing:  # new count biases at zero (the same tables at first), Adam afresh
             if sorted(missing) != ["count_bias1", "count_bias3"]:
                 raise SystemExit(f"Error: {args.init} is not a prior of this shape (missing {missing})")
             warm.update(prior=net.state_dict(), prior_fields=list(prior_fields(cfg)),
