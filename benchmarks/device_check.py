@@ -38,12 +38,8 @@ def index_hash(data: bytes, device: str) -> str:
     """SHA-256 of a .vq file's indices as `device`'s coder decodes them (little-endian int64)."""
     import vqcodec
     from vqcodec.codec import load_codec
-    from vqcodec.container import sections
 
-    header = vqcodec.read_info(data)
-    codec = load_codec(header.model_name, device)
-    streams = sections(data, codec.read_header(data), header.stages).streams
-    indices = codec.coder.decode(streams, *header.grid, header.tiles).cpu().numpy().astype("<i8")
+    indices = load_codec(vqcodec.read_info(data).model_name, device).read_indices(data).numpy().astype("<i8")
     return hashlib.sha256(indices.tobytes()).hexdigest()
 
 

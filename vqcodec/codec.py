@@ -232,6 +232,14 @@ class VQCodec:
             self._out_of_memory(e, "decode this image")
             raise
 
+    def read_indices(self, data: bytes, quality: int | None = None) -> torch.Tensor:
+        """A .vq file's codebook indices, (h, w, stages) int16, as decompress decodes them (the file's stage
+        count for the prior, the coarse alphabet of a coarse quality); quality as in decompress."""
+        header = self.read_header(data)
+        stages, coarse = self.decode_plan(header, quality)
+        streams = container.sections(data, header, stages).streams
+        return self.coder.decode(streams, *header.grid, header.tiles, coarse=coarse, count=header.stages)
+
     def _decompress_batch(self, datas, quality, max_pixels) -> list[Image.Image]:
         timings: dict[str, float] = {}
         headers, indices, extras = [], [], []
