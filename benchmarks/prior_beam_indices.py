@@ -18,6 +18,7 @@ Then: benchmarks/prior_finetune.py.
 """
 import argparse
 import time
+from pathlib import Path
 
 import torch
 
@@ -31,7 +32,8 @@ def main() -> None:
                     help="the model whose encoder makes the indices (vqf8-v11's encoder is vqf8-v10's: the same indices)")
     ap.add_argument("--part", type=int, default=0)
     ap.add_argument("--parts", type=int, default=1)
-    ap.add_argument("--merge", action="store_true", help="join the parts into runs/beam/indices.pt (own.pt with --own)")
+    ap.add_argument("--merge", action="store_true", help="join the parts into DIR/indices.pt (own.pt with --own)")
+    ap.add_argument("--dir", default="runs/beam", help="where the parts and the merged tensors go (default runs/beam)")
     ap.add_argument("--own", action="store_true",
                     help="the same crops, each encoded as every quality of 1-9 stages does (the beam over its own "
                          "stages; 10 stages is indices.pt), stored (crops, 9, 32, 32, 10) int16 with the stages a "
@@ -44,13 +46,13 @@ def main() -> None:
                          "1-10 stages), the model's integer prior's bits per index on each, and the share of "
                          "indices that differ from the 10-stage beam's")
     args = ap.parse_args()
-    name = "own" if args.own else "indices"                                  # runs/beam/{name}_{part}.pt, {name}.pt
+    name = "own" if args.own else "indices"                                  # DIR/{name}_{part}.pt, {name}.pt
     if args.merge:
         parts = sorted((item for p in range(args.parts)
-                        for item in torch.load(f"runs/beam/{name}_{p}.pt", weights_only=True)), key=lambda t: t[0])
+                        for item in torch.load(f"{args.dir}/{name}_{p}.pt", weights_only=True)), key=lambda t: t[0])
         if [i for i, _ in parts] != list(range(COUNT // BATCH)):
             raise SystemExit("Error: the parts do not cover every batch")
-        torch.save(torch.cat([x for _, x in parts]), f"runs/beam/{name}.pt")  # (3200, 32, 32, 10) int64 or (3200, 9, 32, 32, 10) int16
+        torch.save(torch.cat([x for _, x in parts]), f"{args.dir}/{name}.pt")  # (3200, 32, 32, 10) int64 or (3200, 9, 32, 32, 10) int16
         return
 
     from vqcodec.codec import load_codec
@@ -104,7 +106,8 @@ def main() -> None:
                     out.append((i, ae.encode_indices(x, 10, beam=4)))                # (8, 32, 32, 10)
             if i % 50 == 0:
                 print(i, round(time.time() - t0), flush=True)
-    torch.save(out, f"runs/beam/{name}_{args.part}.pt")
+    Path(args.dir).mkdir(parents=True, exist_ok=True)
+    torch.save(out, f"{args.dir}/{name}_{args.part}.pt")
     print("done", time.time() - t0)
 
 

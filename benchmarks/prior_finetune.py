@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("--qat-steps", type=int, default=750)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--base", default="vqf8-v11", help="model (name or folder) whose autoencoder made the indices")
+    ap.add_argument("--beam-dir", type=Path, default=Path("runs/beam"),
+                    help="where prior_beam_indices.py wrote indices.pt and own.pt (its --dir)")
     ap.add_argument("--greedy-indices", type=Path, default=Path("runs/prior_long/indices.pt"),
                     help="the greedy indices (a `vqcodec train` run's indices.pt)")
     ap.add_argument("--init", type=Path, default=Path("runs/prior_long/prior.ckpt"), help="prior checkpoint to start from")
@@ -55,10 +57,10 @@ def main() -> None:
     base = load_codec(args.base)
     ae = base.autoencoder.eval()
     greedy = torch.load(args.greedy_indices, weights_only=True)["indices"]    # (3200, 32, 32, 10)
-    beam = torch.load("runs/beam/indices.pt", weights_only=True)                       # (3200, 32, 32, 10)
+    beam = torch.load(args.beam_dir / "indices.pt", weights_only=True)                       # (3200, 32, 32, 10)
     cfg = base.cfg
     if args.indices == "own":
-        own = torch.load("runs/beam/own.pt", weights_only=True)                      # (3200, 9, 32, 32, 10) int16
+        own = torch.load(args.beam_dir / "own.pt", weights_only=True)                      # (3200, 9, 32, 32, 10) int16
         indices = torch.cat([own, beam.to(torch.int16)[:, None]], 1)                # (3200, 10, 32, 32, 10)
         del own
         cfg = dataclasses.replace(cfg, prior_stage_count=True)

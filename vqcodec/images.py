@@ -83,7 +83,9 @@ def _load(im: Image.Image) -> None:
 def _source_depth(im: Image.Image) -> int:
     if im.mode.startswith("I;16") or im.mode == "I":
         return 16
-    if any(";16" in str(getattr(t, "args", "")) for t in (getattr(im, "tile", None) or [])):
+    # a tile's raw mode (its args), e.g. "RGB;16B": a named tuple from Pillow 11, a plain tuple before
+    if any(";16" in str(getattr(t, "args", t[-1] if isinstance(t, tuple) and t else ""))
+           for t in (getattr(im, "tile", None) or [])):
         return 16
     return 8
 

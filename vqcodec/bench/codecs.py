@@ -16,6 +16,7 @@ class Codec:
     name: str = "codec"
     qualities: list = []
     settings: str = ""  # one line for reports: the encoder options used
+    pillow_format: str | None = None  # the Pillow format it writes, if any: checked before a run
 
     def encode(self, image: Image.Image, quality) -> bytes:
         raise NotImplementedError
@@ -37,6 +38,7 @@ def _save(image: Image.Image, **options) -> bytes:
 class JPEG(Codec):
     """libjpeg-turbo through Pillow, optimized Huffman tables, baseline (not progressive)."""
 
+    pillow_format = "JPEG"
     qualities = [5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90]
 
     def __init__(self, subsampling: str = "4:2:0"):
@@ -53,6 +55,7 @@ class JPEG(Codec):
 class WebP(Codec):
     """libwebp lossy (always 4:2:0), slowest/best method 6."""
 
+    pillow_format = "WEBP"
     name = "webp"
     qualities = [0, 5, 15, 25, 35, 50, 65, 75, 85, 90]
     settings = f"Pillow/libwebp lossy, method=6, quality {qualities}"
@@ -64,6 +67,7 @@ class WebP(Codec):
 class AVIF(Codec):
     """libavif (aom encoder, dav1d decoder) through Pillow, 4:4:4 full range."""
 
+    pillow_format = "AVIF"
     name = "avif"
     speed = 6
     qualities = [0, 10, 20, 30, 40, 50, 60, 70, 80, 85]
@@ -77,6 +81,7 @@ class JPEG2000(Codec):
     """OpenJPEG through Pillow: 9/7 irreversible wavelet, colour transform, one layer at a fixed
     compression ratio (quality = ratio vs 24 bpp; bpp ~= 24 / ratio), raw codestream (no JP2 box)."""
 
+    pillow_format = "JPEG2000"
     name = "jpeg2000"
     qualities = [480, 240, 160, 100, 64, 40, 28, 20, 14, 10]  # ~0.05 .. 2.4 bpp
     settings = f"Pillow/OpenJPEG, irreversible=True, mct=1, quality_mode=rates, ratios {qualities}"
@@ -170,4 +175,19 @@ DEFAULT_CODECS = ("vqcodec", "jpeg", "webp", "avif", "jpeg2000")
 def make_codec(name: str, device: str = "cpu", model=None) -> Codec:
     if name not in CODECS:
         raise ValueError(f"unknown codec {name!r}; valid names: {', '.join(CODECS)}")
-    return CODECS[name](device, model)
+    codec = CODECS[name](device, model)
+    check_pillow_writes(codec)
+    return codec
+
+
+def check_pillow_writes(codec: Codec) -> None:
+    """A classic codec needs its encoder in this Pillow build (AVIF only from Pillow 11.3, and builds may leave
+    any of them out): refuse before the run, with what to do, rather than fail on the first image."""
+    Image.init()
+    fmt = codec.pillow_format
+    if fmt is not None and fmt not in Image.SAVE:
+        import PIL
+
+        raise ValueError(f"this Pillow ({PIL.__version__}) cannot write {fmt}"
+                         + (" (Pillow 11.3 and newer can)" if fmt == "AVIF" else "")
+                         + f"; leave {codec.name} out of --codecs")

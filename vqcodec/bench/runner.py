@@ -82,11 +82,6 @@ def run_benchmark(dataset_dir, codec_names, device: str = "cpu", out_dir="bench-
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"output path exists and is not a folder: {out}")
-    out.mkdir(parents=True, exist_ok=True)  # fail now rather than after the run
-    images = [(p.name, load_rgb(p)) for p in paths]
-    if reference_curves is None:
-        reference_curves = all(re.fullmatch(r"kodim\d\d", p.stem) for p in paths)
-
     codecs = []
     for c in codec_names:
         if isinstance(c, Codec):
@@ -100,6 +95,10 @@ def run_benchmark(dataset_dir, codec_names, device: str = "cpu", out_dir="bench-
         raise ValueError(f"codec names must be unique, got {names}")
     if not codecs:
         raise ValueError("no codecs to benchmark")
+    out.mkdir(parents=True, exist_ok=True)  # fail now rather than after the run
+    images = [(p.name, load_rgb(p)) for p in paths]
+    if reference_curves is None:
+        reference_curves = all(re.fullmatch(r"kodim\d\d", p.stem) for p in paths)
     sweeps = {c.name: subsample(c.qualities, qualities_per_codec) for c in codecs}
 
     small = [n for n, im in images if ms_ssim_scales(im.height, im.width) < 5]
