@@ -212,14 +212,6 @@ def start_from(model: VQAutoencoder, source: VQAutoencoder) -> None:
         raise ValueError(f"cannot start a {dst.transform} model from a {src.transform} one")
 
 
-def grad_scaler(enabled: bool):
-    """A CUDA gradient scaler for fp16 autocast: torch.amp.GradScaler from torch 2.3, torch.cuda.amp's before
-    (the declared floor is torch 2.2)."""
-    if hasattr(torch.amp, "GradScaler"):
-        return torch.amp.GradScaler("cuda", enabled=enabled)
-    return torch.cuda.amp.GradScaler(enabled=enabled)
-
-
 def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, steps: int, batch_size: int = 8,
                       crop: int = 128, lr: float = 3e-4, device: str = "cpu", log=print, stop_at: float | None = None,
                       slim: bool = False, copy_to: Path | None = None,
@@ -257,7 +249,7 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, steps: int, batch
     sampler = CropSampler(images, crop, seed=start)
     gen = torch.Generator().manual_seed(start)
     use_amp = device.startswith("cuda")
-    scaler = grad_scaler(use_amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)  # torch.amp.GradScaler: torch >= 2.3
     model.train()
     ema_psnr, restarted, done, step_s = None, 0, start, 0.0
     t0 = time.time()
