@@ -49,7 +49,7 @@ class JPEG(Codec):
         self.settings = f"Pillow/libjpeg-turbo, {subsampling}, optimize=True, quality {self.qualities}"
 
     def encode(self, image, quality):
-        return _save(image, format="JPEG", quality=int(quality), subsampling=self.subsampling, optimize=True)
+        return _save(image, format=self.pillow_format, quality=int(quality), subsampling=self.subsampling, optimize=True)
 
 
 class WebP(Codec):
@@ -61,7 +61,7 @@ class WebP(Codec):
     settings = f"Pillow/libwebp lossy, method=6, quality {qualities}"
 
     def encode(self, image, quality):
-        return _save(image, format="WEBP", quality=int(quality), method=6)
+        return _save(image, format=self.pillow_format, quality=int(quality), method=6)
 
 
 class AVIF(Codec):
@@ -74,7 +74,7 @@ class AVIF(Codec):
     settings = f"Pillow/libavif, 4:4:4, full range, speed={speed}, quality {qualities}"
 
     def encode(self, image, quality):
-        return _save(image, format="AVIF", quality=int(quality), subsampling="4:4:4", speed=self.speed)
+        return _save(image, format=self.pillow_format, quality=int(quality), subsampling="4:4:4", speed=self.speed)
 
 
 class JPEG2000(Codec):
@@ -87,7 +87,7 @@ class JPEG2000(Codec):
     settings = f"Pillow/OpenJPEG, irreversible=True, mct=1, quality_mode=rates, ratios {qualities}"
 
     def encode(self, image, quality):
-        return _save(image, format="JPEG2000", quality_mode="rates", quality_layers=[float(quality)],
+        return _save(image, format=self.pillow_format, quality_mode="rates", quality_layers=[float(quality)],
                      irreversible=True, mct=1, no_jp2=True)
 
 
