@@ -30,7 +30,7 @@ from .prior import IntegerPrior, PriorNet
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-DEFAULT_MODEL = "vqf8-v12"
+DEFAULT_MODEL = "vqf8-v13"
 
 
 class ModelMismatchError(ValueError):
@@ -359,7 +359,7 @@ def _same_shape_groups(shapes: list[tuple]) -> list[list[int]]:
 
 # Models that vqcodec shipped once and no longer does -> the vqcodec version that reads their files.
 RETIRED_MODELS = {"vqf8-v1": "0.1.0", "vqf8-v2": "0.1.0", "vqf8-v3": "0.2.0", "vqf8-v4": "0.4.0", "vqf8-v5": "0.5.0", "vqf8-v6": "0.6.0",
-                  "vqf8-v7": "0.7.0", "vqf8-v8": "0.8.0", "vqf8-v9": "0.9.0", "vqf8-v10": "0.10.0", "vqf8-v11": "0.11.0"}
+                  "vqf8-v7": "0.7.0", "vqf8-v8": "0.8.0", "vqf8-v9": "0.9.0", "vqf8-v10": "0.10.0", "vqf8-v11": "0.11.0", "vqf8-v12": "0.12.0"}
 
 
 def shipped_model_dir(name: str) -> Path:
