@@ -1,6 +1,6 @@
 """Quality as a lambda: the encoder's code costs scaled by m, the model otherwise as shipped (issue 8, item 3).
 
-    python benchmarks/cost_scale.py --scales 1,0.7,1.4 [--model vqf8-v12] [--out benchmarks/results/cost_scale.json]
+    python benchmarks/cost_scale.py --scales 1,0.7,1.4 [--model vqf8-v13] [--out benchmarks/results/cost_scale.json]
     python benchmarks/cost_scale.py --export runs/m07/base --scales 0.7 [--model ...]   # a model folder with costs x m
 
 The entropy-constrained stages carry each code's cost lambda_s x L(c) in `code_cost`, which only the encoder
