@@ -84,7 +84,7 @@ def train_arm(model, images, steps, batch_size, crop, lr, num_stages, seed=0):
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, steps, lr)
         x = sampler.batch(batch_size)
-        recon, commit, _ = model(x, sample_stage_counts(batch_size, num_stages, gen))
+        recon, commit, _, _ = model(x, sample_stage_counts(batch_size, num_stages, gen))
         loss = (recon - x).pow(2).mean() + 0.25 * commit
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -106,7 +106,7 @@ def evaluate(model, images, crop, num_stages, codebook_size, batches=25, batch_s
         sampler.rng.seed(12345)
         for _ in range(batches):
             x = sampler.batch(batch_size)
-            recon, _, idx = model(x, torch.full((batch_size,), q))
+            recon, _, idx, _ = model(x, torch.full((batch_size,), q))
             sse += float((recon.clamp(0, 1) - x).pow(2).sum())
             n += x.numel()
             all_idx.append(idx.reshape(-1, idx.shape[-1]))

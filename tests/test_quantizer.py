@@ -43,7 +43,7 @@ def test_autoencoder_shapes_and_quantizer_dropout():
     cfg = ModelConfig(channels=(8, 16, 16), latent_dim=4, codebook_size=8, num_stages=3)
     model = VQAutoencoder(cfg)
     x = torch.rand(2, 3, 32, 24)
-    recon, commit, indices = model(x, torch.tensor([1, 3]))
+    recon, commit, indices, _ = model(x, torch.tensor([1, 3]))
     assert recon.shape == x.shape and indices.shape == (2, 4, 3, 3) and commit.ndim == 0
     model.eval()
     idx = model.encode_indices(x, 2)
@@ -105,7 +105,7 @@ def test_a_hybrid_started_from_a_conv_model_computes_what_it_does_and_its_linear
     idx = conv.encode_indices(x, 2)
     assert torch.equal(hybrid.encode_indices(x, 2), idx)
     assert torch.allclose(hybrid.decode_indices(idx), conv.decode_indices(idx), atol=1e-6)
-    recon, _, _ = hybrid.train()(x, torch.tensor([2, 1]))
+    recon, _, _, _ = hybrid.train()(x, torch.tensor([2, 1]))
     (recon - x).pow(2).mean().backward()
     assert hybrid.decoder.linear.weight.grad.abs().sum() > 0 and hybrid.encoder.linear.weight.grad.abs().sum() > 0
 

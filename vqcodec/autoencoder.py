@@ -6,6 +6,7 @@ import torch.nn as nn
 
 from .config import ModelConfig
 from .quantizer import ResidualVQ
+from .refine import ScalarRefinement
 
 
 class ResBlock(nn.Module):
@@ -135,8 +136,11 @@ class VQAutoencoder(nn.Module):
         self.encoder = HybridEncoder(cfg) if hybrid else Encoder(cfg)
         self.rvq = ResidualVQ(cfg.num_stages, cfg.codebook_size, cfg.latent_dim)
         self.decoder = HybridDecoder(cfg) if hybrid else Decoder(cfg)
-        self.gains = StageGains(cfg.num_stages, cfg.latent_dim, cfg.channels[-1]) if cfg.stage_gains else None
-        self.postfilter = PostFilter(cfg.num_stages, cfg.postfilter) if cfg.postfilter else None
+        levels = cfg.decoder_levels
+        self.gains = StageGains(levels, cfg.latent_dim, cfg.channels[-1]) if cfg.stage_gains else None
+        self.postfilter = PostFilter(levels, cfg.postfilter) if cfg.postfilter else None
+        self.refine = (ScalarRefinement(cfg.refine_levels, cfg.latent_dim, cfg.refine_hidden)
+                       if cfg.refine_levels else None)
 
     def decode(self, z: torch.Tensor, stages: torch.Tensor | int | None = None,
                postfilter: bool = True) -> torch.Tensor:
@@ -172,23 +176,36 @@ class VQAutoencoder(nn.Module):
     def _unflatten(v, b, h, w):  # (B*h*w, D) -> (B, D, h, w)
         return v.reshape(b, h, w, -1).permute(0, 3, 1, 2)
 
-    def forward(self, x: torch.Tensor, stages_per_sample: torch.Tensor):
-        """Training pass. x: (B, 3, H, W); stages_per_sample: (B,) in 1..S (quantizer dropout).
+    def forward(self, x: torch.Tensor, levels: torch.Tensor, bases: torch.Tensor | None = None,
+                noise: bool = True):
+        """Training pass. x: (B, 3, H, W); levels: (B,) in 1..S (that many VQ stages: quantizer dropout), or
+        S + k for refinement level k on the first bases[i] stages (bases: (B,) in 1..S; None: all S).
+        noise: refinement by additive noise (training), else by rounding.
 
-        Returns (reconstruction, commitment loss, indices (B, h, w, S)).
+        Returns (reconstruction, commitment loss, indices (B, h, w, S), refinement bits (B,), 0 where none).
         """
         z = self.encoder(x)
         b, d, h, w = z.shape
+        s = self.cfg.num_stages
         flat = self._flatten(z)
         quantized, indices = self.rvq(flat)
         stacked = torch.stack(quantized, 0)  # (S, N, D)
+        refined = levels > s
+        vq_count = torch.where(refined, s if bases is None else bases, levels)                    # (B,)
         keep = (torch.arange(len(quantized), device=x.device)[:, None] <
-                stages_per_sample.repeat_interleave(h * w)[None]).to(stacked.dtype)
+                vq_count.repeat_interleave(h * w)[None]).to(stacked.dtype)
         partial = (stacked * keep[..., None]).sum(0)  # (N, D)
         commit = (flat - stacked.sum(0).detach()).pow(2).mean()
-        zq = flat + (partial - flat).detach()  # straight-through
-        recon = self.decode(self._unflatten(zq, b, h, w), stages_per_sample)
-        return recon, commit, indices.reshape(b, h, w, -1)
+        zq = self._unflatten(flat + (partial - flat).detach(), b, h, w)  # straight-through
+        bits = z.new_zeros(b, dtype=torch.float32)
+        if self.refine is not None and bool(refined.any()):
+            i = refined.nonzero().squeeze(1)
+            base = self._unflatten(partial, b, h, w)[i].detach()                                 # (B', D, h, w)
+            r_hat, bits_i = self.refine(z[i] - base, base, levels[i] - s, noise)
+            zq = zq.index_copy(0, i, (base + r_hat).to(zq.dtype))
+            bits = bits.index_copy(0, i, bits_i)
+        recon = self.decode(zq, levels)
+        return recon, commit, indices.reshape(b, h, w, -1), bits
 
     @torch.no_grad()
     def encode_indices(self, x: torch.Tensor, num_stages: int, first_codes: torch.Tensor | None = None,

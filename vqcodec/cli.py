@@ -522,7 +522,12 @@ def info(input, as_json):
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=False)
+@click.option("--recipe", "recipe_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Run a recipe (JSON: the model and its phases, e.g. models/NAME/recipe.json) into --out: every "
+                   "phase in order, each resumed where it stopped and skipped once done. DATA_DIR, if given, "
+                   "replaces the recipe's data folder.")
+@click.option("--phase", default=None, help="With --recipe: run only this phase.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/train"),
               show_default=True, help="Checkpoints (over 15 MiB: split into files NAME.part1ofN ... of at most "
                                       "15 MiB) and the exported model go here; a rerun resumes.")
@@ -563,11 +568,22 @@ def info(input, as_json):
 @click.option("--shard", type=int, default=0, show_default=True,
               help="With --make-pack: the pack's number; each has other crops, the images in another order.")
 @library_errors
-def train(data_dir, out, name, steps, prior_steps, batch_size, crop, lr, prior_crops, prior_crop, device, config_json,
+def train(data_dir, recipe_file, phase, out, name, steps, prior_steps, batch_size, crop, lr, prior_crops, prior_crop, device, config_json,
           time_limit, autoencoder_only, slim_checkpoints, copy_checkpoints_to, init_from, make_pack, pack_size_mb,
           shard):
     """Train a model on DATA_DIR, a folder of images or of crop packs (autoencoder, then prior), and export
     it to OUT/NAME. With --make-pack, write a pack of crops of DATA_DIR's images instead."""
+    if recipe_file is not None:
+        from .recipe import Recipe, run_recipe
+        from .training_cli import pick_device
+
+        run_recipe(Recipe.load(recipe_file), out, data=data_dir, device=pick_device(device), phase=phase,
+                   log=click.echo, time_limit=time_limit)
+        return
+    if phase is not None:
+        raise click.UsageError("--phase needs --recipe")
+    if data_dir is None:
+        raise click.UsageError("give DATA_DIR, or --recipe")
     if make_pack is not None:
         from .train import make_pack as write_pack
 

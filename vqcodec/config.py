@@ -27,6 +27,8 @@ class ModelConfig:
                                                 # (autoencoder.StageGains)
     postfilter: int = 0                         # width of a full-resolution residual filter after the decoder
                                                 # (autoencoder.PostFilter); 0: none
+    refine_levels: int = 0                      # scalar refinement levels above the VQ stages (refine.py); 0: none
+    refine_hidden: int = 64                     # width of the refinement's mean-and-scale network
 
     def __post_init__(self):
         if self.transform not in ("conv", "klt-hybrid"):
@@ -41,6 +43,8 @@ class ModelConfig:
             raise ValueError(f"stage0_prior_kernel must be 0, 3 or 5, not {self.stage0_prior_kernel}")
         if not 0 <= self.postfilter <= 64:
             raise ValueError(f"postfilter must be from 0 to 64, not {self.postfilter}")
+        if not 0 <= self.refine_levels <= 32:
+            raise ValueError(f"refine_levels must be from 0 to 32, not {self.refine_levels}")
         if not 2 <= self.codebook_size <= 1 << 15:
             raise ValueError(f"codebook_size must be from 2 to {1 << 15}")
         sizes = self.coarse_sizes
@@ -72,6 +76,11 @@ class ModelConfig:
         if quality <= len(self.coarse_sizes):
             return 1, self.coarse_sizes[quality - 1]
         return quality - len(self.coarse_sizes), None
+
+    @property
+    def decoder_levels(self) -> int:
+        """Entries of the decoder's per-level gains: 1..S stages, then S + k for refinement level k."""
+        return self.num_stages + self.refine_levels
 
     @property
     def downsampling(self) -> int:

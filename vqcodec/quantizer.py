@@ -104,7 +104,12 @@ class ResidualVQ(nn.Module):
         self.stages = nn.ModuleList(VectorQuantizer(codebook_size, dim) for _ in range(num_stages))
 
     def forward(self, z: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """z: (N, D) -> (per-stage quantized vectors [S x (N, D)], indices (N, S))."""
+        """z: (N, D) -> (per-stage quantized vectors [S x (N, D)], indices (N, S)). In fp32 under autocast too:
+        distances, k-means and EMA statistics never run in bf16."""
+        with torch.autocast(z.device.type, enabled=False):
+            return self._forward(z.float())
+
+    def _forward(self, z: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         residual = z
         quantized, indices = [], []
         for vq in self.stages:

@@ -7,6 +7,7 @@ import math
 import random
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,8 +25,11 @@ PACK_JPEG_QUALITY = 95   # pack crops, 4:4:4: about 41 dB PSNR and 42 KiB per 25
 
 
 def load_images(data_dir: str | Path, crop: int, limit: int | None = None):
-    paths = find_images(data_dir)[:limit]
-    return [load_training_image(p, crop) for p in tqdm(paths, desc="loading images", unit="img")]
+    return load_images_from(find_images(data_dir)[:limit], crop)
+
+
+def load_images_from(paths: list[Path], crop: int):
+    return [load_training_image(p, crop) for p in tqdm(paths, desc="loading images", unit="img", mininterval=10)]
 
 
 def make_pack(data_dir: str | Path, pack_dir: Path, size_mib: float, shard: int = 0, crop: int = 256,
@@ -212,28 +216,109 @@ def start_from(model: VQAutoencoder, source: VQAutoencoder) -> None:
         raise ValueError(f"cannot start a {dst.transform} model from a {src.transform} one")
 
 
-def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, steps: int, batch_size: int = 8,
-                      crop: int = 128, lr: float = 3e-4, device: str = "cpu", log=print, stop_at: float | None = None,
-                      slim: bool = False, copy_to: Path | None = None,
-                      init: VQAutoencoder | None = None) -> VQAutoencoder:
-    """Train (or resume) up to `steps`, with a checkpoint every 250 steps and at the end.
+@dataclass(frozen=True)
+class AutoencoderSettings:
+    """How the autoencoder phase trains (a recipe's "autoencoder" phase)."""
+    steps: int = 150_000             # planned length: the learning-rate schedule's
+    batch_size: int = 8
+    crop: int = 128
+    lr: float = 3e-4
+    warmup: int = 200
+    bf16: bool = True                # bf16 autocast for the networks; codebooks, distances and losses stay fp32
+    refine_share: float = 0.5        # share of samples trained at a refinement level (models with refine_levels)
+    refine_lambdas: tuple[float, float] = (3e-3, 1e-4)  # rate weight of the first and last level (geometric):
+                                                        # loss = MSE + lambda * refinement bits per pixel
+    eval_every: int = 1000           # steps between learning-curve points (OUT/curve.jsonl); 0: none
+    checkpoint_minutes: float = 10.0
+    init_from: str | None = None     # a trained model (shipped name or folder) to start from
+
+    def refine_lambda(self, levels: int) -> torch.Tensor:
+        """(L,) rate weight per refinement level, from refine_lambdas[0] down to refine_lambdas[1]."""
+        first, last = self.refine_lambdas
+        k = torch.arange(levels, dtype=torch.float64) / max(1, levels - 1)
+        return (first * (last / first) ** k).float()
+
+
+def sample_levels(batch: int, cfg: ModelConfig, share: float, gen: torch.Generator):
+    """(levels (B,), bases (B,) or None): VQ stage counts by quantizer dropout; with refinement levels, a
+    `share` of the samples at a uniform refinement level on a uniform number of VQ stages."""
+    levels = sample_stage_counts(batch, cfg.num_stages, gen)
+    if not cfg.refine_levels:
+        return levels, None
+    refined = torch.rand(batch, generator=gen) < share
+    level = cfg.num_stages + torch.randint(1, cfg.refine_levels + 1, (batch,), generator=gen)
+    bases = torch.randint(1, cfg.num_stages + 1, (batch,), generator=gen)
+    return torch.where(refined, level, levels), bases
+
+
+def psnr(mse: float) -> float:
+    return float(-10 * math.log10(max(mse, 1e-12)))
+
+
+@torch.no_grad()
+def evaluate_autoencoder(model: VQAutoencoder, val: torch.Tensor, batch_size: int = 16) -> dict:
+    """The learning curve's point: PSNR and bits per pixel of the held-out crops val (N, 3, H, W).
+
+    VQ levels 1, S/2 and S; refinement levels 1, L/2 and L on 2 and on S/2 VQ stages. VQ bits are each stage's
+    empirical (unigram) entropy over val, an upper bound of what the prior spends; refinement bits are the
+    refinement's Gaussian at rounded values. "ceiling": the finest level on S/2 stages."""
+    cfg, was_training = model.cfg, model.training
+    model.eval()
+    s, n_levels = cfg.num_stages, cfg.refine_levels
+    points = [(q, None) for q in sorted({1, max(1, s // 2), s})]
+    points += [(s + k, b) for b in sorted({min(2, s), max(1, s // 2)}) for k in sorted({1, max(1, n_levels // 2), n_levels})
+               if n_levels]
+    pixels = val.shape[2] * val.shape[3]
+    out, entropy = {}, None
+    for level, base in points:
+        mse = bits = 0.0
+        idx_all = []
+        for x in val.split(batch_size):
+            lv = torch.full((len(x),), level)
+            bases = None if base is None else torch.full((len(x),), base)
+            recon, _, idx, b = model(x, lv, bases, noise=False)
+            mse += float((recon.float().clamp(0, 1) - x).pow(2).mean((1, 2, 3)).sum())
+            bits += float(b.sum())
+            idx_all.append(idx)
+        if entropy is None:  # per-stage unigram entropy of the indices (the same at every point)
+            idx = torch.cat(idx_all).reshape(-1, s)
+            p = [torch.bincount(idx[:, t], minlength=cfg.codebook_size).float() / len(idx) for t in range(s)]
+            entropy = [float(-(q[q > 0] * q[q > 0].log2()).sum()) for q in p]
+            positions = idx.shape[0] / len(val)
+        vq_stages = level if base is None else base
+        vq_bpp = sum(entropy[:vq_stages]) * positions / pixels
+        name = f"vq{level}" if base is None else f"r{level - s}b{base}"
+        out[name] = dict(psnr=round(psnr(mse / len(val)), 3), bpp=round(vq_bpp + bits / len(val) / pixels, 4),
+                         refine_bpp=round(bits / len(val) / pixels, 4))
+    if n_levels:
+        out["ceiling_psnr"] = out[f"r{n_levels}b{max(1, s // 2)}"]["psnr"]
+    model.train(was_training)
+    return out
+
+
+def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, settings: AutoencoderSettings, device: str = "cpu",
+                      log=print, stop_at: float | None = None, slim: bool = False, copy_to: Path | None = None,
+                      init: VQAutoencoder | None = None, val: torch.Tensor | None = None) -> VQAutoencoder:
+    """Train (or resume) up to settings.steps, with a checkpoint every settings.checkpoint_minutes and at the end.
 
     stop_at (a time.time()): stop early, with a checkpoint, before a step that would end past it; the model's
     steps_done says how far it got. slim: checkpoints without the optimizer state (a resume starts Adam
     afresh). copy_to: a second folder for the checkpoints. init: a trained autoencoder to start from
-    (`start_from`) when there is no checkpoint yet.
+    (`start_from`) when there is no checkpoint yet. val: held-out crops for the learning curve
+    (OUT/curve.jsonl, every settings.eval_every steps).
     """
+    st = settings
+    steps, batch_size, crop = st.steps, st.batch_size, st.crop
     ckpt_path = out_dir / "autoencoder.ckpt"
     model = VQAutoencoder(cfg).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(model.parameters(), lr=st.lr)
     start, elapsed_before = 0, 0.0
     ck = load_checkpoint(ckpt_path, device)
     if ck is not None:
         elapsed_before = float(ck.get("elapsed_s", 0.0))
         if autoencoder_fields(ModelConfig.from_dict(ck["config"])) != autoencoder_fields(cfg):
             raise ValueError(f"{ckpt_path} was trained with another config; use another --out")
-        costs = {k: v for k, v in model.state_dict().items() if k.endswith(".code_cost")}  # older checkpoints lack them
-        model.load_state_dict({**costs, **ck["model"]})
+        model.load_state_dict(ck["model"])
         if "optimizer" in ck:
             opt.load_state_dict(ck["optimizer"])
         start = ck["step"]
@@ -248,11 +333,13 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, steps: int, batch
         log(f"linear transform: the KLT of {cfg.downsampling}x{cfg.downsampling}x3 blocks, first {cfg.latent_dim} components")
     sampler = CropSampler(images, crop, seed=start)
     gen = torch.Generator().manual_seed(start)
-    use_amp = device.startswith("cuda")
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)  # torch.amp.GradScaler: torch >= 2.3
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    scaler = torch.amp.GradScaler("cuda", enabled=False)  # bf16 needs no loss scaling
+    lambdas = st.refine_lambda(cfg.refine_levels) if cfg.refine_levels else None
     model.train()
     ema_psnr, restarted, done, step_s = None, 0, start, 0.0
-    t0 = time.time()
+    t0 = last_ckpt = time.time()
+    curve_path = out_dir / "curve.jsonl"
 
     def checkpoint(step: int) -> None:
         state = dict(config=cfg.to_dict(), model=model.state_dict(), step=step,
@@ -261,45 +348,66 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, steps: int, batch
             state["optimizer"] = opt.state_dict()
         save_checkpoint(ckpt_path, state, copy_to)
 
+    def curve_point(step: int) -> None:
+        point = evaluate_autoencoder(model, val)
+        wall = elapsed_before + time.time() - t0
+        line = dict(step=step, wall_s=round(wall), megapixels_per_s=round(mp_done / max(train_s, 1e-9), 4), **point)
+        with open(curve_path, "a") as f:
+            f.write(json.dumps(line) + "\n")
+        log("curve " + json.dumps(line))
+
+    mp_done, train_s = 0.0, 0.0
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="autoencoder", unit="step", mininterval=10)
     for step in bar:
         if stop_at is not None and time.time() + 2 * step_s > stop_at:
             break
         t_step = time.time()
         for g in opt.param_groups:
-            g["lr"] = cosine_lr(step, steps, lr, resumed_at=start)
+            g["lr"] = cosine_lr(step, steps, st.lr, warmup=st.warmup, resumed_at=start)
         x = sampler.batch(batch_size).to(device)
-        counts = sample_stage_counts(batch_size, cfg.num_stages, gen).to(device)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-            recon, commit, _ = model(x, counts)
+        levels, bases = sample_levels(batch_size, cfg, st.refine_share, gen)
+        levels, bases = levels.to(device), None if bases is None else bases.to(device)
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=st.bf16):
+            recon, commit, _, bits = model(x, levels, bases)
         mse_per = (recon.float() - x).pow(2).mean((1, 2, 3))
-        loss = mse_per.mean() + 0.25 * commit
+        loss_per = mse_per
+        if lambdas is not None:
+            refined = levels > cfg.num_stages
+            lam = torch.where(refined, lambdas.to(device)[(levels - cfg.num_stages - 1).clamp_min(0)], 0.0)
+            loss_per = mse_per + lam * bits / (x.shape[2] * x.shape[3])
+        loss = loss_per.mean() + 0.25 * commit
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
         if restart_due(step, steps):
-            with torch.no_grad():
-                restarted = model.rvq.restart_dead_codes(model._flatten(model.encoder(x)))
-        full = counts == cfg.num_stages
+            with torch.no_grad(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=st.bf16):
+                restarted = model.rvq.restart_dead_codes(model._flatten(model.encoder(x)).float())
+        full = levels == cfg.num_stages
         if full.any():
             p = float(-10 * torch.log10(mse_per.detach()[full].mean().clamp_min(1e-10)))
             ema_psnr = p if ema_psnr is None else 0.98 * ema_psnr + 0.02 * p
         bar.set_postfix(loss=f"{loss.item():.5f}", psnr_full=f"{ema_psnr or 0:.2f}", refresh=False)
         done = step + 1
-        if step % 250 == 249 or step == steps - 1:
-            checkpoint(done)
-            log(f"step {done} loss {loss.item():.5f} psnr_full {ema_psnr or 0:.2f} "
-                f"restarted {restarted} elapsed {time.time() - t0:.0f}s")
         step_s = time.time() - t_step
+        mp_done += batch_size * crop * crop / 1e6
+        train_s += step_s
+        if val is not None and st.eval_every and (done % st.eval_every == 0 or done == steps):
+            curve_point(done)
+        if time.time() - last_ckpt > 60 * st.checkpoint_minutes or done == steps:
+            checkpoint(done)
+            last_ckpt = time.time()
+            log(f"step {done} loss {loss.item():.5f} psnr_full {ema_psnr or 0:.2f} restarted {restarted} "
+                f"elapsed {time.time() - t0:.0f}s {mp_done / max(train_s, 1e-9):.3f} megapixels/s")
     bar.close()
-    if done < steps:
+    if done < steps or done == start:
         checkpoint(done)
     seconds = time.time() - t0
     log(f"autoencoder steps {start}..{done} of {steps} in {seconds:.0f}s: "
-        f"{(done - start) * batch_size * crop * crop / 1e6 / max(seconds, 1e-9):.3f} megapixels/s")
+        f"{mp_done / max(train_s, 1e-9):.3f} megapixels/s")
     model.steps_done = done
     model.train_seconds = elapsed_before + seconds  # wall time over all resumed runs
+    model.megapixels_per_s = mp_done / max(train_s, 1e-9)
     return model
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from .config import ModelConfig
-from .train import collect_indices, load_images, select_coarse_codes, train_autoencoder, train_prior
+from .train import AutoencoderSettings, collect_indices, load_images, select_coarse_codes, train_autoencoder, train_prior
 
 # coarse levels below one full stage (stage 0 limited to its first n greedy codes), where the codebook is larger
 DEFAULT_COARSE_SIZES = (32, 128)
@@ -60,8 +60,8 @@ def run_training(data_dir: Path, out: Path, name: str, steps: int, prior_steps: 
     out.mkdir(parents=True, exist_ok=True)
     images = load_images(data_dir, crop)
     echo(f"{len(images)} training images from {data_dir}; device {device}; config {cfg}")
-    ae = train_autoencoder(cfg, images, out, steps, batch_size=batch_size, crop=crop, lr=lr, device=device, log=echo,
-                           stop_at=stop_at, slim=slim_checkpoints, copy_to=copy_checkpoints_to, init=init)
+    settings = AutoencoderSettings(steps=steps, batch_size=batch_size, crop=crop, lr=lr, eval_every=0)
+    ae = train_autoencoder(cfg, images, out, settings, device=device, log=echo, stop_at=stop_at, slim=slim_checkpoints, copy_to=copy_checkpoints_to, init=init)
     if ae.steps_done < steps:
         echo(f"time limit: stopped at autoencoder step {ae.steps_done} of {steps}, checkpoint saved; "
              "run the same command again to resume")

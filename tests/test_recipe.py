@@ -1,0 +1,145 @@
+"""`vqcodec train --recipe`: a tiny recipe through every phase, resumes, skips, refusals."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from vqcodec import decompress
+from vqcodec.cli import cli
+from vqcodec.recipe import Recipe
+
+TINY_MODEL = {"channels": [8, 16], "latent_dim": 8, "codebook_size": 32, "num_stages": 3, "prior_hidden": 8,
+              "coarse_sizes": [8], "transform": "klt-hybrid", "stage_gains": True, "postfilter": 4,
+              "refine_levels": 2, "refine_hidden": 8}
+TINY_PHASES = [{"phase": "autoencoder", "steps": 40, "crop": 32, "batch_size": 4, "eval_every": 20},
+               {"phase": "coarse", "crops": 16, "crop": 32},
+               {"phase": "prior", "crops": 16, "crop": 32, "float_steps": 20, "qat_steps": 10},
+               {"phase": "export"}]
+
+
+def photos(folder, n=6, size=80):
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    for i in range(n):
+        ramp = np.linspace(0, 200, size)[None, :, None] + rng.random((size, size, 3)) * 40
+        Image.fromarray(ramp.astype(np.uint8)).save(folder / f"img{i}.png")
+    return folder
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    data = photos(tmp_path / "data")
+    recipe = dict(recipe=1, name="tiny-r", data=str(data), model=TINY_MODEL, phases=TINY_PHASES)
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(recipe))
+    return path, tmp_path / "run"
+
+
+def test_a_tiny_recipe_runs_every_phase_and_its_model_round_trips_an_image(tiny, tmp_path):
+    path, out = tiny
+    res = CliRunner().invoke(cli, ["train", "--recipe", str(path), "--out", str(out), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    state = json.loads((out / "phases.json").read_text())
+    assert [k for k, v in state.items() if v["done"]] == ["autoencoder", "coarse", "prior", "export"]
+    assert state["autoencoder"]["megapixels_per_s"] > 0
+    model = out / "tiny-r"
+    report = json.loads((model / "training_report.json").read_text())
+    assert set(report["phases"]) == {"autoencoder", "coarse", "prior"}
+    image = Image.open(sorted((tmp_path / "data").iterdir())[0])
+    from vqcodec.codec import load_codec
+
+    codec = load_codec(model)
+    data = codec.compress(image, quality=2)
+    back = codec.decompress(data)
+    assert back.size == image.size and back.mode == "RGB"
+    assert decompress is not None
+    # a rerun skips every phase
+    res = CliRunner().invoke(cli, ["train", "--recipe", str(path), "--out", str(out), "--device", "cpu"])
+    assert res.exit_code == 0 and res.output.count(": done") == 4, res.output
+
+
+def test_an_interrupted_phase_resumes_where_it_stopped(tiny):
+    path, out = tiny
+    recipe = json.loads(path.read_text())
+    recipe["phases"] = [dict(TINY_PHASES[0], steps=300, checkpoint_minutes=0)]
+    path.write_text(json.dumps(recipe))
+    res = CliRunner().invoke(cli, ["train", "--recipe", str(path), "--out", str(out), "--time-limit", "0.5"])
+    assert res.exit_code == 0, res.output
+    assert "time limit: phase autoencoder stopped" in res.output
+    res = CliRunner().invoke(cli, ["train", "--recipe", str(path), "--out", str(out)])
+    assert res.exit_code == 0 and "resumed autoencoder from step" in res.output, res.output
+    assert json.loads((out / "phases.json").read_text())["autoencoder"]["steps"] == 300
+
+
+def test_the_learning_curve_is_measured_on_held_out_photos(tiny):
+    path, out = tiny
+    recipe = json.loads(path.read_text())
+    recipe["phases"] = [TINY_PHASES[0]]
+    path.write_text(json.dumps(recipe))
+    from vqcodec import holdout
+
+    names = holdout.holdout_names()
+    assert len(names) >= 40 and set(names.values()) == {"clean", "plain"}
+    # a data folder with one of the named photos: it is held out and measured on
+    data = json.loads(path.read_text())["data"]
+    rel = next(n for n, k in names.items() if k == "plain")
+    target = __import__("pathlib").Path(data) / rel
+    target.parent.mkdir(parents=True)
+    Image.fromarray(np.full((160, 160, 3), 90, np.uint8)).save(target.with_suffix(".png"))
+    target.with_suffix(".png").rename(target)
+    train, held = holdout.split(data)
+    assert [p for p, _ in held] == [target] and target not in train
+    res = CliRunner().invoke(cli, ["train", "--recipe", str(path), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    curve = [json.loads(line) for line in (out / "autoencoder" / "curve.jsonl").read_text().splitlines()]
+    assert [c["step"] for c in curve] == [20, 40]
+    assert {"vq1", "vq3", "r1b2", "r2b2", "ceiling_psnr"} <= set(curve[-1])
+    assert curve[-1]["r2b2"]["bpp"] > curve[-1]["vq1"]["bpp"]
+
+
+def test_a_done_phase_with_other_settings_is_refused(tiny):
+    path, out = tiny
+    recipe = json.loads(path.read_text())
+    recipe["phases"] = [TINY_PHASES[0]]
+    path.write_text(json.dumps(recipe))
+    assert CliRunner().invoke(cli, ["train", "--recipe", str(path), "--out", str(out)]).exit_code == 0
+    recipe["phases"] = [dict(TINY_PHASES[0], lr=1e-3)]
+    path.write_text(json.dumps(recipe))
+    res = CliRunner().invoke(cli, ["train", "--recipe", str(path), "--out", str(out)])
+    assert res.exit_code == 1
+    assert "phase 'autoencoder' is done" in res.output and "use another --out" in res.output
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"recipe": 2}, "not a vqcodec recipe"),
+    ({"phases": [{"phase": "bake"}]}, "each phase needs \"phase\""),
+    ({"phases": [{"phase": "autoencoder", "stepz": 3}]}, "unknown settings ['stepz']"),
+    ({"phases": [{"phase": "export"}, {"phase": "export"}]}, "two phases are named 'export'"),
+    ({"model": {"latent_dim": 8, "colour": 1}}, "unknown model config keys"),
+])
+def test_bad_recipes_are_refused_with_one_line(tiny, change, message):
+    path, out = tiny
+    recipe = {**json.loads(path.read_text()), **change}
+    path.write_text(json.dumps(recipe))
+    res = CliRunner().invoke(cli, ["train", "--recipe", str(path), "--out", str(out)])
+    assert res.exit_code != 0 and message in res.output, res.output
+
+
+def test_recipe_round_trip():
+    r = Recipe.from_dict(dict(recipe=1, name="x", model=TINY_MODEL, phases=TINY_PHASES))
+    from vqcodec.recipe import recipe_dict
+
+    assert Recipe.from_dict(recipe_dict(r)) == r
+    assert r.phase("prior").settings.float_steps == 20
+
+
+def test_refinement_probabilities_sum_to_one():
+    from vqcodec.refine import gaussian_bits
+
+    q = torch.arange(-200, 201).float()[:, None]
+    for scale in (0.05, 0.7, 3.0, 40.0):
+        p = torch.pow(2.0, -gaussian_bits(q, torch.full_like(q, scale)))
+        assert abs(float(p.sum()) - 1) < 1e-4

@@ -1,0 +1,314 @@
+"""Recipes: a model's architecture and the phases that train it, run in order by `vqcodec train --recipe`.
+
+A recipe is a JSON file (no dependency on Python 3.10):
+
+    {"recipe": 1, "name": "vqf8-w64", "data": "../shared/data/train",
+     "model": {...ModelConfig fields...},
+     "phases": [{"phase": "autoencoder", "steps": 150000, ...}, {"phase": "coarse"},
+                {"phase": "prior", "float_steps": 4500}, {"phase": "export"}]}
+
+Every phase checkpoints into OUT, resumes after an interrupt, and is skipped once done (OUT/phases.json). A
+phase is done for the settings it ran with: a rerun with other settings for a finished phase is refused, so
+that a model folder always says how it was made. The held-out photos (holdout.py) are left out of every phase.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .config import ModelConfig
+from .train import AutoencoderSettings
+
+RECIPE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CoarseSettings:
+    """Stage-0 codes in greedy order for the coarse quality levels (config coarse_sizes)."""
+    crops: int = 256
+    crop: int = 128
+
+
+@dataclass(frozen=True)
+class PriorSettings:
+    """The integer prior on the autoencoder's indices: float steps, then quantisation-aware steps."""
+    crops: int = 1600          # crops whose indices train the prior
+    crop: int = 256
+    float_steps: int = 1500
+    qat_steps: int = 500
+    lr: float = 2e-3
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """The model folder OUT/<name>: model.safetensors, config.json, training_report.json."""
+
+
+PHASES = {"autoencoder": AutoencoderSettings, "coarse": CoarseSettings, "prior": PriorSettings,
+          "export": ExportSettings}
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str         # unique in the recipe; the kind unless the recipe names it
+    kind: str         # a key of PHASES
+    settings: object  # that kind's settings dataclass
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    model: ModelConfig
+    data: str
+    phases: tuple[Phase, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Recipe":
+        if not isinstance(d, dict) or d.get("recipe") != RECIPE_VERSION:
+            raise ValueError(f"not a vqcodec recipe (version {RECIPE_VERSION}): it needs \"recipe\": {RECIPE_VERSION}")
+        unknown = set(d) - {"recipe", "name", "data", "model", "phases", "comment"}
+        if unknown:
+            raise ValueError(f"unknown recipe keys: {sorted(unknown)}")
+        name = d.get("name")
+        if not isinstance(name, str) or not name:
+            raise ValueError("the recipe needs a \"name\"")
+        model = ModelConfig.from_dict({**d.get("model", {}), "name": name})
+        phases, seen = [], set()
+        for p in d.get("phases", []):
+            if not isinstance(p, dict) or p.get("phase") not in PHASES:
+                raise ValueError(f"each phase needs \"phase\", one of {', '.join(PHASES)}: {p!r}")
+            p = dict(p)
+            kind = p.pop("phase")
+            pname = p.pop("name", kind)
+            if pname in seen:
+                raise ValueError(f"two phases are named {pname!r}: give one a \"name\"")
+            seen.add(pname)
+            phases.append(Phase(pname, kind, settings_from_dict(PHASES[kind], p, pname)))
+        if not phases:
+            raise ValueError("the recipe has no phases")
+        return cls(name, model, str(d.get("data", "../shared/data/train")), tuple(phases))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Recipe":
+        try:
+            d = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from None
+        return cls.from_dict(d)
+
+    def phase(self, name: str) -> Phase:
+        for p in self.phases:
+            if p.name == name:
+                return p
+        raise ValueError(f"the recipe has no phase {name!r} (it has: {', '.join(p.name for p in self.phases)})")
+
+
+def settings_from_dict(cls, d: dict, where: str):
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(d) - set(known)
+    if unknown:
+        raise ValueError(f"phase {where!r}: unknown settings {sorted(unknown)} (known: {', '.join(known)})")
+    d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    return cls(**d)
+
+
+def settings_dict(settings) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(settings).items()}
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+class Run:
+    """One recipe's run folder OUT: its phases' state, and what phases hand on to each other."""
+
+    def __init__(self, recipe: Recipe, out: Path, data: Path, device: str, log=print, stop_at: float | None = None):
+        self.recipe, self.out, self.data, self.device, self.log, self.stop_at = recipe, out, data, device, log, stop_at
+        self.cfg = recipe.model
+        self._images = self._val = None
+        self.state_path = out / "phases.json"
+        self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
+
+    # inputs, loaded once
+    def images(self, crop: int):
+        if self._images is None:
+            from .holdout import split
+            from .train import load_images_from
+
+            train, held = split(self.data)
+            self.log(f"{len(train)} training photos under {self.data}; {len(held)} held out")
+            self._images = load_images_from(train, crop)
+        return self._images
+
+    def val(self):
+        if self._val is None:
+            from .holdout import split, validation_crops
+
+            held = split(self.data)[1]
+            self._val = validation_crops(held) if held else None
+        return self._val
+
+    def save_state(self) -> None:
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=2) + "\n")
+        tmp.replace(self.state_path)
+
+    def done(self, phase: Phase) -> bool:
+        entry = self.state.get(phase.name)
+        if entry is None or not entry.get("done"):
+            return False
+        if entry.get("settings") != settings_dict(phase.settings):
+            raise ValueError(f"phase {phase.name!r} is done in {self.out} with other settings "
+                             f"({entry.get('settings')}); use another --out")
+        return True
+
+    def finish(self, phase: Phase, **report) -> None:
+        self.state[phase.name] = dict(done=True, settings=settings_dict(phase.settings), **report)
+        self.save_state()
+
+    # what phases hand on: the autoencoder (state dict in safetensors), coarse codes, the codec weights
+    def autoencoder(self):
+        from safetensors.torch import load_file
+
+        from .autoencoder import VQAutoencoder
+
+        path = self.out / "autoencoder.safetensors"
+        if not path.exists():
+            raise ValueError(f"{self.out} has no trained autoencoder yet: run the autoencoder phase first")
+        model = VQAutoencoder(self.cfg)
+        state = model.state_dict()
+        state.update(load_file(str(path)))
+        model.load_state_dict(state)
+        for vq in model.rvq.stages:
+            vq.initialized.fill_(True)
+        return model.to(self.device)
+
+    def save_autoencoder(self, model) -> None:
+        from safetensors.torch import save_file
+
+        tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        tmp = self.out / "autoencoder.safetensors.tmp"
+        save_file(tensors, str(tmp))
+        tmp.replace(self.out / "autoencoder.safetensors")
+
+
+def run_phase(run: Run, phase: Phase) -> bool:
+    """Run (or resume) one phase; False if it stopped at the time limit."""
+    t0 = time.time()
+    s = phase.settings
+    log = run.log
+    if phase.kind == "autoencoder":
+        from .train import train_autoencoder
+
+        init = None
+        if s.init_from is not None:
+            from .codec import load_codec
+
+            init = load_codec(s.init_from).autoencoder.train()
+        folder = run.out / phase.name
+        folder.mkdir(parents=True, exist_ok=True)
+        ae = train_autoencoder(run.cfg, run.images(s.crop), folder, s, device=run.device, log=log,
+                               stop_at=run.stop_at, init=init, val=run.val())
+        if ae.steps_done < s.steps:
+            return False
+        run.save_autoencoder(ae)
+        run.finish(phase, steps=ae.steps_done, wall_s=round(ae.train_seconds),
+                   megapixels_per_s=round(ae.megapixels_per_s, 4))
+        return True
+    if phase.kind == "coarse":
+        from .train import select_coarse_codes
+
+        ae = run.autoencoder()
+        count = max(run.cfg.coarse_sizes, default=0)
+        codes = (select_coarse_codes(ae, run.images(s.crop), count, crops=s.crops, crop=s.crop, device=run.device)
+                 if count else torch.zeros(0, dtype=torch.int64))
+        torch.save(codes.cpu(), run.out / "coarse_codes.pt")
+        run.finish(phase, codes=int(count), wall_s=round(time.time() - t0))
+        return True
+    if phase.kind == "prior":
+        from .codec import VQCodec
+        from .train import collect_indices, train_prior
+
+        ae = run.autoencoder().eval()
+        folder = run.out / phase.name
+        folder.mkdir(parents=True, exist_ok=True)
+        indices_path = folder / "indices.pt"
+        if indices_path.exists():
+            indices = torch.load(indices_path, weights_only=True)
+        else:
+            indices = collect_indices(ae, run.images(s.crop), s.crops, crop=s.crop, device=run.device)
+            torch.save(indices, indices_path)
+        trained = train_prior(ae, indices, folder, float_steps=s.float_steps, qat_steps=s.qat_steps, lr=s.lr,
+                              device=run.device, log=log, stop_at=run.stop_at, autoencoder_step=0)
+        if trained is None:
+            return False
+        _, int_prior, report = trained
+        coarse = coarse_codes(run)
+        weights = VQCodec.serialize(ae.cpu(), int_prior, coarse)
+        (run.out / "codec.safetensors.tmp").write_bytes(weights)
+        (run.out / "codec.safetensors.tmp").replace(run.out / "codec.safetensors")
+        run.finish(phase, wall_s=round(time.time() - t0), **report)
+        return True
+    if phase.kind == "export":
+        src = run.out / "codec.safetensors"
+        if not src.exists():
+            raise ValueError("export needs a prior phase before it")
+        folder = run.out / run.recipe.name
+        folder.mkdir(parents=True, exist_ok=True)
+        report = dict(recipe=run.recipe.name, phases={k: v for k, v in run.state.items()},
+                      total_wall_s=sum(v.get("wall_s", 0) for v in run.state.values()))
+        for name, content in (("model.safetensors", src.read_bytes()),
+                              ("config.json", json.dumps(run.cfg.to_dict(), indent=2).encode() + b"\n"),
+                              ("training_report.json", json.dumps(report, indent=2).encode() + b"\n")):
+            tmp = folder / (name + ".part")
+            tmp.write_bytes(content)
+            tmp.replace(folder / name)
+        run.finish(phase, wall_s=round(time.time() - t0), folder=str(folder))
+        log(f"exported {folder} ({src.stat().st_size / 1e6:.1f} MB)")
+        return True
+    raise ValueError(f"unknown phase kind {phase.kind!r}")
+
+
+def coarse_codes(run: Run):
+    path = run.out / "coarse_codes.pt"
+    if run.cfg.coarse_sizes and not path.exists():
+        raise ValueError("the model has coarse levels (config coarse_sizes): run a coarse phase before the prior")
+    return torch.load(path, weights_only=True) if run.cfg.coarse_sizes else None
+
+
+def run_recipe(recipe: Recipe, out: Path, data: Path | None = None, device: str = "cpu", phase: str | None = None,
+               log=print, time_limit: float | None = None) -> bool:
+    """Run every phase in order (or only `phase`), skipping those already done. True when all ran to the end."""
+    stop_at = None if time_limit is None else time.time() + time_limit
+    data = Path(data if data is not None else recipe.data)
+    if not data.is_dir():
+        raise ValueError(f"training data folder {data} does not exist (the recipe's \"data\", or --data)")
+    out.mkdir(parents=True, exist_ok=True)
+    saved = out / "recipe.json"
+    mine = json.dumps(recipe_dict(recipe), indent=2) + "\n"
+    if saved.exists() and json.loads(saved.read_text()).get("model") != json.loads(mine)["model"]:
+        raise ValueError(f"{out} belongs to a recipe with another model; use another --out")
+    saved.write_text(mine)
+    run = Run(recipe, out, data, device, log, stop_at)
+    todo = [recipe.phase(phase)] if phase is not None else list(recipe.phases)
+    for p in todo:
+        if run.done(p):
+            log(f"phase {p.name}: done")
+            continue
+        log(f"phase {p.name} ({p.kind}): {json.dumps(settings_dict(p.settings))}")
+        if not run_phase(run, p):
+            log(f"time limit: phase {p.name} stopped with a checkpoint; the same command resumes it")
+            return False
+    return True
+
+
+def recipe_dict(recipe: Recipe) -> dict:
+    model = recipe.model.to_dict()
+    model.pop("name")
+    return dict(recipe=RECIPE_VERSION, name=recipe.name, data=recipe.data, model=model,
+                phases=[{"phase": p.kind, **({"name": p.name} if p.name != p.kind else {}), **settings_dict(p.settings)}
+                        for p in recipe.phases])
