@@ -7,6 +7,7 @@ import os
 import stat
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import click
@@ -36,9 +37,12 @@ def _umask() -> int:
 
 
 def check_output(path: Path, force: bool) -> None:
-    """Refuse an output file that cannot or must not be written; called before any work is done."""
+    """Refuse an output file that cannot or must not be written; called before any work is done. Nothing that
+    is not a regular file (a device, a FIFO, a socket) is ever replaced, with or without --force."""
     if path.is_dir():
         raise fail(f"{path} is a directory")
+    if path.exists() and not path.is_file():
+        raise fail(f"{str(path)!r} is not a regular file (give - for standard output)")
     if (path.exists() or path.is_symlink()) and not force:
         raise fail(f"{path} already exists (use --force to overwrite)")
     folder = path.parent
@@ -105,16 +109,81 @@ def label(path: str, output: bool = False) -> str:
     return ("<stdout>" if output else "<stdin>") if path == STDIO else str(path)
 
 
-def read_input(path: str, named: bool = True) -> bytes:
-    """The bytes of a file, or of standard input for "-". named=False: messages leave the path out."""
+def read_input(path: str, named: bool = True, kind: str = "any", max_pixels: int | None = None) -> bytes:
+    """The bytes of a file, or of standard input for "-". named=False: messages leave the path out.
+
+    kind "vq": read no more than the .vq header allows a valid file to hold (container.read_bounded), so an
+    endless input is refused early. kind "image": an input that no image format recognises in its first
+    16 MiB is refused, and one longer than its image's header allows (max_pixels applies) too.
+    A device or socket is refused (a FIFO is read: opening one is the user's choice)."""
+    where = f"{path!r}" if named else "it"
     try:
-        return click.get_binary_stream("stdin").read() if path == STDIO else Path(path).read_bytes()
+        if path == STDIO:
+            stream = click.get_binary_stream("stdin")
+        else:
+            mode = os.stat(path).st_mode
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError
+            if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+                raise fail(f"{path!r} is not a regular file" if named else "not a regular file")
+            stream = open(path, "rb")
+        try:
+            if kind == "vq":
+                from .container import read_bounded
+
+                return read_bounded(stream.read)
+            if kind == "image":
+                return _read_image_bytes(stream.read, max_pixels)
+            return stream.read()
+        finally:
+            if path != STDIO:
+                stream.close()
     except FileNotFoundError:
-        raise fail(f"no such file: {path}" if named else "no such file") from None
+        raise fail(f"no such file: {path!r}" if named else "no such file") from None
     except IsADirectoryError:
-        raise fail(f"{path} is a directory" if named else "is a directory") from None
+        raise fail(f"{path!r} is a directory" if named else "is a directory") from None
     except OSError as e:
-        raise fail(f"cannot read {path}: {e.strerror}" if named else f"cannot read it: {e.strerror}") from None
+        raise fail(f"cannot read {where}: {e.strerror}") from None
+
+
+def _read_image_bytes(read, max_pixels: int | None) -> bytes:
+    """An image file's bytes from a stream, bounded: its format must show within 16 MiB, and its length stays
+    within what an image of its header's size can take (8 bytes a pixel, plus 64 MiB of metadata)."""
+    from PIL import Image
+
+    from .images import ImageError, check_pixels
+
+    buf, limit = bytearray(), None
+    for probe in (1 << 16, 1 << 20, 1 << 24):
+        while len(buf) < probe:
+            got = read(probe - len(buf))
+            if not got:
+                break
+            buf.extend(got)
+        try:
+            old = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+            try:
+                with Image.open(io.BytesIO(buf)) as im:
+                    width, height = im.size
+            finally:
+                Image.MAX_IMAGE_PIXELS = old
+            check_pixels(width, height, max_pixels, "the input")
+            limit = 8 * width * height + (64 << 20)
+            break
+        except ImageError:
+            raise
+        except Exception:  # noqa: BLE001 - not (yet) recognisable as an image
+            if len(buf) < probe:  # the input ended
+                break
+    if limit is None:
+        raise ImageError("cannot read the input as an image (UnidentifiedImageError)")
+    while len(buf) <= limit:
+        got = read(min(1 << 20, limit + 1 - len(buf)))
+        if not got:
+            return bytes(buf)
+        buf.extend(got)
+    raise ImageError(f"the input is longer than an image of its size can be ({limit} bytes)")
 
 
 def error_text(e: BaseException) -> str:
@@ -133,12 +202,21 @@ def library_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except click.ClickException:
-            raise
-        except (OSError, ValueError, MemoryError) as e:
-            raise fail(error_text(e)) from None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                return fn(*args, **kwargs)
+            except click.ClickException:
+                raise
+            except (OSError, ValueError, MemoryError) as e:
+                raise fail(error_text(e)) from None
+            except Exception as e:  # noqa: BLE001 - whatever a hostile input reaches: one line, never a traceback
+                raise fail(f"{e.__class__.__name__}: {error_text(e)}") from None
+            finally:
+                for w in caught:  # a library's warning (Pillow's, say) becomes a note, not Python's two lines
+                    if not issubclass(w.category, DeprecationWarning):
+                        click.echo(f"Note: {str(w.message).splitlines()[0] if str(w.message) else w.category.__name__}",
+                                   err=True)
     return wrapper
 
 
@@ -275,7 +353,12 @@ def _two_paths(paths, what: str) -> tuple[str, str]:
     if len(paths) != 2:
         raise fail(f"give {what} and OUTPUT" if len(paths) < 2 else
                    f"{len(paths)} paths given: several inputs need -o FOLDER")
-    return paths
+    src, dst = paths
+    if dst == "/dev/stdout":
+        dst = STDIO
+    if src != STDIO and dst != STDIO and os.path.exists(dst) and os.path.samefile(src, dst):
+        raise fail(f"{what} and OUTPUT are the same file: {src!r}")
+    return src, dst
 
 
 def _max_pixels_option():
@@ -343,7 +426,7 @@ def compress(paths, output_dir, quality, target_bpp, target_size, metadata, alph
             check_output(Path(dst), force)
         else:
             stdout_binary()
-        source = read_input(src) if src == STDIO else src
+        source = read_input(src, kind="image", max_pixels=options["max_pixels"]) if src == STDIO else src
         codec = load_codec(model, device)
         if quality is not None:
             codec.check_quality(quality)
@@ -371,7 +454,7 @@ def compress(paths, output_dir, quality, target_bpp, target_size, metadata, alph
                     raise fail(problem)
                 out = output_dir / f"{path.stem}.vq"
                 batch.claim(out, path, force)
-                _, data, notes, header = _compress_one(codec, read_input(str(path), named=False), str(path),
+                _, data, notes, header = _compress_one(codec, read_input(str(path), named=False, kind="image", max_pixels=options["max_pixels"]), str(path),
                                                        quality, target_bpp, target_size, options, quiet, batch.say)
                 for note in notes:
                     batch.say(f"Note: {path}: {note}")
@@ -406,12 +489,15 @@ def _output_format(target: str, fmt: str | None) -> str:
     return from_extension
 
 
-def image_bytes(image, fmt: str) -> bytes:
-    """A decoded image in a Pillow format, with its ICC profile, EXIF and XMP where the format holds them."""
+def image_bytes(image, fmt: str, say) -> bytes:
+    """A decoded image in a Pillow format, with its ICC profile, EXIF and XMP where the format holds them;
+    `say` gets a note for each thing the format could not keep."""
     from .images import save_image
 
-    buffer = io.BytesIO()
-    save_image(image, buffer, fmt)
+    buffer, notes = io.BytesIO(), []
+    save_image(image, buffer, fmt, notes)
+    for note in notes:
+        say(f"Note: {note}")
     return buffer.getvalue()
 
 
@@ -458,8 +544,8 @@ def decompress(paths, output_dir, fmt, quality, max_pixels, model, device, force
         else:
             stdout_binary()
         out_format = _output_format(dst, fmt)
-        image = decode(read_input(src))
-        write_output(dst, image_bytes(image, out_format), force)
+        image = decode(read_input(src, kind="vq"))
+        write_output(dst, image_bytes(image, out_format, lambda m: click.echo(m, err=True)), force)
         if not quiet:
             click.echo(f"{label(src)} -> {label(dst, output=True)}: {image.width}x{image.height} {image.mode}",
                        err=dst == STDIO)
@@ -476,8 +562,8 @@ def decompress(paths, output_dir, fmt, quality, max_pixels, model, device, force
                     raise fail(problem)
                 out = output_dir / f"{path.stem}{extension}"
                 batch.claim(out, path, force)
-                image = decode(read_input(str(path), named=False))
-                encoded = image_bytes(image, out_format)
+                image = decode(read_input(str(path), named=False, kind="vq"))
+                encoded = image_bytes(image, out_format, lambda m, p=path: batch.say(m.replace("Note: ", f"Note: {p}: ", 1)))
                 write_atomically(out, lambda f: f.write(encoded), force)
                 batch.written[out] = path
                 total_pixels += image.width * image.height
@@ -502,7 +588,7 @@ def info(input, as_json):
     from .container import FORMAT_VERSION, sections
     from .images import unpack_metadata
 
-    data = read_input(input)
+    data = read_input(input, kind="vq")
     h = read_info(data)
     try:
         metadata = {k: len(v) for k, v in unpack_metadata(sections(data, h, 0).metadata).items()}

@@ -250,14 +250,18 @@ class VQCodec:
             parts = container.sections(data, header, stages)
             try:
                 meta = unpack_metadata(parts.metadata)
-                alpha = None if not parts.alpha else unpack_alpha(parts.alpha, header.width, header.height)
             except ValueError as e:
                 raise FormatError(f"corrupt .vq file ({e})") from None
             h, w = header.grid
-            headers.append(header)
-            extras.append((alpha, meta))
+            # the colour streams first: damaged ones are refused before the alpha plane is inflated
             indices.append(self.coder.decode(parts.streams, h, w, header.tiles, timings, coarse=coarse,
                                              count=header.stages))
+            try:
+                alpha = None if not parts.alpha else unpack_alpha(parts.alpha, header.width, header.height)
+            except ValueError as e:
+                raise FormatError(f"corrupt .vq file ({e})") from None
+            headers.append(header)
+            extras.append((alpha, meta))
         images: list[Image.Image] = [None] * len(headers)  # type: ignore[list-item]
         with timer(timings, "network_s"):
             single = [i for i, h in enumerate(headers) if h.num_tiles == 1]

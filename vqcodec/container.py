@@ -32,6 +32,7 @@ _FIXED = struct.Struct("<IIBBBBBH")  # width, height, mode, depth, quality, stag
 PROB_CAP_BITS = 5
 MIN_BITS_PER_INDEX = 0.0457          # < -log2(1 - 2**-5 + 2**-14) = 0.04571: the cap, with constriction's quantisation
 STREAM_CHECK_BITS = 16
+MAX_BITS_PER_INDEX = 24              # constriction's probabilities are at least 2**-24 (max_stream_words)
 
 
 class FormatError(ValueError):
@@ -134,9 +135,21 @@ def _read_varint(data, pos: int) -> tuple[int, int]:
 
 
 def min_stream_words(indices: int) -> int:
-    """The fewest 32-bit words that can hold a stream of this many coded indices (see PROB_CAP_BITS)."""
-    bits = indices * MIN_BITS_PER_INDEX + STREAM_CHECK_BITS - 64
-    return max(1, -(-int(bits) // 32))
+    """The fewest 32-bit words that can hold a stream of this many coded indices (see PROB_CAP_BITS):
+    max(1, ceil((0.0457 n + 16 - 64) / 32)), in integers (0.0457 = 457 / 10000), as docs/format.md states."""
+    return max(1, -(-(457 * indices + 10000 * (STREAM_CHECK_BITS - 64)) // 320000))
+
+
+def max_stream_words(indices: int) -> int:
+    """The most 32-bit words a stream of this many coded indices can take: constriction gives every symbol a
+    probability of at least 2**-24, so at most 24 bits an index, plus the check symbol's 16 bits and at most
+    64 bits of the range coder's final state."""
+    return -(-(MAX_BITS_PER_INDEX * indices + STREAM_CHECK_BITS + 64) // 32)
+
+
+def file_length(header: Header) -> int:
+    """The length of the whole file a parsed header describes."""
+    return header.header_len + header.metadata_len + header.alpha_len + 4 * sum(map(sum, header.stream_words))
 
 
 def pack(header: Header, metadata: bytes, alpha: bytes, streams: list[list[bytes]]) -> bytes:
@@ -163,6 +176,35 @@ def pack(header: Header, metadata: bytes, alpha: bytes, streams: list[list[bytes
         head += struct.pack("<I", zlib.crc32(b"".join(stage)))
     head += struct.pack("<I", zlib.crc32(head))
     return bytes(head) + metadata + alpha + b"".join(b"".join(stage) for stage in streams)
+
+
+def read_bounded(read, chunk: int = 1 << 16) -> bytes:
+    """The bytes of one .vq file from read(n) (a file or a pipe), never more than its header allows a valid
+    file to hold: the magic is checked after 4 bytes, and once the header is whole, reading stops one byte
+    past the length it declares (a longer input is then refused by unpack). Raises FormatError early."""
+    buf = bytearray()
+
+    def more(n: int) -> bool:
+        got = read(n)
+        buf.extend(got or b"")
+        return bool(got)
+
+    while len(buf) < 4 and more(4 - len(buf)):
+        pass
+    if bytes(buf[:4]) != MAGIC[:len(buf)] or len(buf) < 4:
+        raise FormatError("not a .vq file (bad magic bytes)")
+    total = None
+    while total is None:
+        try:
+            total = file_length(_parse(memoryview(bytes(buf))))
+        except TruncatedError as e:
+            if "header incomplete" not in str(e):
+                raise
+            if not more(max(chunk, len(buf))):
+                raise
+    while len(buf) <= total and more(min(max(chunk, len(buf)), total + 1 - len(buf))):
+        pass
+    return bytes(buf[:total + 1])  # one byte past a valid file's end is enough to refuse it
 
 
 def unpack(data: bytes) -> Header:
@@ -233,7 +275,7 @@ def _parse(data: memoryview) -> Header:
         row = []
         for size in tile_sizes:
             n, pos = _read_varint(data, pos)
-            if n < min_stream_words(size):
+            if not min_stream_words(size) <= n <= max_stream_words(size):
                 raise FormatError(f"corrupt .vq file (a stream of {n} words cannot hold {size} indices)")
             row.append(n)
         words.append(tuple(row))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -219,17 +220,61 @@ def pack_alpha(plane: np.ndarray) -> bytes:
 
 
 def unpack_alpha(data: bytes, width: int, height: int) -> np.ndarray:
-    """The alpha section -> (H, W) uint8; ValueError unless it is a grayscale PNG of exactly that size."""
+    """The alpha section -> (H, W) uint8; ValueError unless it is a whole 8-bit grayscale PNG of exactly that
+    size. Its image data is inflated once, bounded by the size, to check it holds every row (a PNG cut short
+    inside its zlib stream would otherwise decode with the missing rows as 0) before Pillow decodes it."""
     if not data or data[0] != ALPHA_PNG:
         raise ValueError("unknown alpha method")
+    png = data[1:]
+    _check_alpha_png(png, width, height)
+    old_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # the size is the header's, already checked against max_pixels
     try:
-        with Image.open(io.BytesIO(data[1:]), formats=["PNG"]) as im:
+        with Image.open(io.BytesIO(png), formats=["PNG"]) as im:
             if im.size != (width, height) or im.mode != "L":
                 raise ValueError("alpha plane of the wrong size or mode")
             im.load()
             return np.asarray(im, dtype=np.uint8)
     except (OSError, SyntaxError, Image.DecompressionBombError) as e:
         raise ValueError(f"alpha plane does not decode ({e.__class__.__name__})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = old_limit
+
+
+def _check_alpha_png(png: bytes, width: int, height: int) -> None:
+    """ValueError unless png is an 8-bit grayscale, non-interlaced PNG of width x height whose IDAT chunks
+    inflate to exactly height * (width + 1) bytes (a filter byte per row) and end its zlib stream."""
+    if png[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError("alpha plane is not a PNG")
+    pos, idat, ihdr = 8, [], None
+    while pos + 8 <= len(png):
+        length, kind = struct.unpack_from(">I4s", png, pos)
+        body = png[pos + 8:pos + 8 + length]
+        if len(body) < length:
+            raise ValueError("alpha plane PNG cut short")
+        if kind == b"IHDR":
+            ihdr = body
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    else:
+        raise ValueError("alpha plane PNG has no end")
+    if ihdr is None or len(ihdr) != 13:
+        raise ValueError("alpha plane PNG has no header")
+    w, h, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", ihdr)
+    if (w, h) != (width, height) or depth != 8 or colour != 0 or interlace != 0:
+        raise ValueError("alpha plane of the wrong size or mode")
+    expected = height * (width + 1)
+    inflater, got = zlib.decompressobj(), 0
+    for chunk in idat:
+        pending = chunk
+        while pending and got <= expected and not inflater.eof:   # at most 4 MiB of output at a time
+            got += len(inflater.decompress(pending, min(1 << 22, expected + 1 - got)))
+            pending = inflater.unconsumed_tail
+    if got != expected or not inflater.eof:
+        raise ValueError("alpha plane PNG holds the wrong number of rows")
 
 
 def finish(im: Image.Image, alpha: np.ndarray | None, meta: dict) -> Image.Image:
@@ -246,21 +291,70 @@ def finish(im: Image.Image, alpha: np.ndarray | None, meta: dict) -> Image.Image
     return im
 
 
-def save_image(im: Image.Image, fp, fmt: str) -> None:
-    """Save a decoded image, with its ICC profile, EXIF and XMP where the format takes them.
+def save_image(im: Image.Image, fp, fmt: str, notes: list | None = None) -> None:
+    """Save a decoded image, with its ICC profile, EXIF and XMP where the format takes them (XMP in PNG as an
+    iTXt chunk XML:com.adobe.xmp, in TIFF as tag 700). What the format cannot take, or a damaged EXIF, is left
+    out with a note in `notes`.
 
-    A format that cannot hold the alpha channel (JPEG, PPM) gets the image composited on white."""
-    kwargs = {}
-    for key in ("icc_profile", "exif", "xmp"):
-        if im.info.get(key):
-            kwargs[key] = im.info[key]
+    A format that cannot hold the alpha channel (JPEG, PPM) gets the image composited on white, with a note."""
+    notes = [] if notes is None else notes
+    icc, exif, xmp = (im.info.get(k) for k in ("icc_profile", "exif", "xmp"))
+    if exif and fmt == "TIFF" and not _exif_readable(exif):  # the TIFF writer parses EXIF; the others copy it
+        notes.append("the file's EXIF is damaged: TIFF cannot hold it, left out")
+        exif = None
     if fmt in ("JPEG", "PPM") and im.mode in ("RGBA", "LA"):
+        notes.append(f"{fmt} holds no alpha: the {im.mode} image is composited on white")
         base = Image.new(im.mode, im.size, (255,) * len(im.mode))
         im = Image.alpha_composite(base.convert("RGBA"), im.convert("RGBA")).convert(
             "RGB" if im.mode == "RGBA" else "L")
+    kwargs: dict = {}
     if fmt == "PPM":
-        kwargs = {}
-    im.save(fp, format=fmt, **kwargs)
+        dropped = [k for k, v in (("ICC profile", icc), ("EXIF", exif), ("XMP", xmp)) if v]
+        if dropped:
+            notes.append(f"PPM holds no metadata: {', '.join(dropped)} left out")
+    else:
+        if icc:
+            kwargs["icc_profile"] = icc
+        if exif:
+            kwargs["exif"] = exif
+        if xmp and fmt == "PNG":
+            from PIL import PngImagePlugin
+
+            info = PngImagePlugin.PngInfo()
+            info.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8", "replace"))
+            kwargs["pnginfo"] = info
+        elif xmp and fmt == "TIFF":
+            from PIL import TiffImagePlugin
+
+            ifd = TiffImagePlugin.ImageFileDirectory_v2()
+            ifd[700] = xmp
+            ifd.tagtype[700] = 1  # BYTE
+            kwargs["tiffinfo"] = ifd
+        elif xmp and fmt in ("JPEG", "WEBP"):
+            kwargs["xmp"] = xmp
+        elif xmp:
+            notes.append(f"{fmt} holds no XMP: left out")
+    try:
+        im.save(fp, format=fmt, **kwargs)
+    except (OSError, SyntaxError, ValueError, TypeError, KeyError, struct.error) as e:
+        raise ImageError(f"cannot write the image as {fmt} ({e.__class__.__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
+
+
+def _exif_readable(exif: bytes) -> bool:
+    """Whether Pillow reads EXIF bytes without an error or a warning (it writes them into TIFF files)."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            parsed = Image.Exif()
+            parsed.load(exif)
+            dict(parsed)
+            parsed.tobytes()
+        return True
+    except Exception:  # noqa: BLE001 - any failure to parse is a damaged EXIF
+        return False
 
 
 # --- pixels ------------------------------------------------------------------------------------

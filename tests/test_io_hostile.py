@@ -1,0 +1,189 @@
+"""Issue 29's hostile inputs and special paths, each built in the test: one `Error:` line or a note, never a
+traceback, nothing that is not a regular file replaced, no unbounded read."""
+import io
+import os
+import struct
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vqcodec import container
+from vqcodec.images import pack_alpha, unpack_alpha
+
+# A 1x1 vqf8-v13 image whose EXIF entry is the bytes "garbage" (found by an outside fuzzer).
+EXIF_GARBAGE = bytes.fromhex(
+    "5651494d020108767166382d7631332c0ea3f317bd81890100000001000000000803010380000c60a6207f014b7876bfad383dd9"
+    "0207000000676172626167659d2d178c")
+
+
+@pytest.fixture
+def files(tmp_path, photo_like, tiny_model_dir, run):
+    png = tmp_path / "in.png"
+    photo_like.save(png)
+    vq = tmp_path / "in.vq"
+    result = run("compress", png, vq, "-q", 2, "--model", tiny_model_dir)
+    assert result.exit_code == 0, result.output
+    return png, vq, tiny_model_dir
+
+
+def vqcodec(*args, input=None, timeout=60):
+    return subprocess.run([sys.executable, "-m", "vqcodec.cli", *map(str, args)], input=input, capture_output=True,
+                          timeout=timeout)
+
+
+def test_a_damaged_exif_gives_a_note_not_a_traceback(run, tmp_path):
+    src = tmp_path / "f.vq"
+    src.write_bytes(EXIF_GARBAGE)
+    for name in ("out.tif", "out.png"):
+        result = run("decompress", src, tmp_path / name)
+        assert result.exit_code == 0, result.output
+        assert "Traceback" not in result.output and "Warning" not in result.output
+        assert Image.open(tmp_path / name).size == (1, 1)
+    assert "Note: the file's EXIF is damaged: TIFF cannot hold it, left out" in run(
+        "decompress", src, tmp_path / "again.tif").output
+
+
+def test_special_outputs_are_never_replaced(files, run, tmp_path):
+    png, vq, model = files
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for args in (("decompress", vq, fifo, "--force"), ("compress", png, fifo, "--model", model, "--force")):
+        result = run(*args)
+        assert result.exit_code == 1
+        assert result.output == f"Error: {str(fifo)!r} is not a regular file (give - for standard output)\n"
+        assert fifo.exists() and not fifo.is_file()
+    result = run("decompress", vq, "/dev/null", "--force")
+    assert result.exit_code == 1 and "is not a regular file" in result.output
+    assert not os.path.isfile("/dev/null")
+
+
+def test_dev_stdout_is_standard_output(files):
+    png, vq, model = files
+    result = vqcodec("decompress", vq, "/dev/stdout", "--model", model)
+    assert result.returncode == 0, result.stderr
+    assert Image.open(io.BytesIO(result.stdout)).size == Image.open(png).size
+
+
+def test_the_input_and_the_output_cannot_be_the_same_file(files, run):
+    png, vq, model = files
+    before = png.read_bytes()
+    result = run("compress", png, png, "--force", "--model", model)
+    assert result.exit_code == 1 and result.output == f"Error: INPUT and OUTPUT are the same file: {str(png)!r}\n"
+    assert png.read_bytes() == before
+
+
+@pytest.mark.parametrize("args", [("decompress", "/dev/zero", "out.png"), ("info", "/dev/urandom")])
+def test_devices_as_input_are_refused_at_once(args, tmp_path):
+    result = vqcodec(*args, timeout=20)
+    assert result.returncode == 1 and result.stderr.decode().count("\n") == 1
+    assert b"is not a regular file" in result.stderr
+
+
+@pytest.mark.parametrize("command", [["decompress", "-", "out.png"], ["info", "-"], ["compress", "-", "out.vq"]])
+def test_an_endless_stream_of_zeros_on_standard_input_is_refused(command, tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "vqcodec.cli", *command], stdin=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=tmp_path)
+    zeros = b"\0" * (1 << 20)
+    try:
+        for _ in range(64):   # at most 64 MiB: the command must have stopped reading long before
+            proc.stdin.write(zeros)
+    except BrokenPipeError:
+        pass
+    proc.stdin.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=30) == 1
+    assert err.startswith("Error: ") and err.count("\n") == 1, err
+
+
+def test_a_valid_header_followed_by_endless_bytes_is_read_only_as_far_as_the_header_allows(files):
+    png, vq, model = files
+    data = vq.read_bytes()
+    stream = io.BytesIO(data + b"\x55" * (1 << 24))
+    with pytest.raises(container.FormatError, match="unexpected bytes"):
+        container.read_bounded(stream.read)
+    assert stream.tell() <= len(data) + (1 << 17)
+    assert container.read_bounded(io.BytesIO(data).read) == data
+
+
+def test_min_stream_words_is_the_documented_formula_at_every_count():
+    for n in range(1, 16385):
+        bits_num = 457 * n + 10000 * (16 - 64)       # 10000 x (0.0457 n + 16 - 64)
+        words = max(1, -(-bits_num // 320000))       # ceil(bits / 32)
+        assert container.min_stream_words(n) == words, n
+        assert container.min_stream_words(n) <= container.max_stream_words(n)
+    assert container.min_stream_words(1751) == 2    # the code once truncated the bits first, and said 1
+
+
+def short_alpha_png(plane, claimed_rows):
+    """A PNG of `plane` whose IHDR claims `claimed_rows` rows (the CRC made right)."""
+    buf = io.BytesIO()
+    Image.fromarray(plane, "L").save(buf, "PNG")
+    png = bytearray(buf.getvalue())
+    png[20:24] = struct.pack(">I", claimed_rows)
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+    return bytes([0]) + bytes(png)
+
+
+def test_a_short_alpha_png_is_refused():
+    plane = (np.arange(48 * 40) % 251).astype(np.uint8).reshape(48, 40)
+    assert (unpack_alpha(pack_alpha(plane), 40, 48) == plane).all()
+    with pytest.raises(ValueError, match="wrong number of rows"):
+        unpack_alpha(short_alpha_png(plane[:24], 48), 40, 48)
+
+
+def test_a_large_alpha_plane_decodes_past_pillows_pixel_limit(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)   # as if the plane were over Pillow's 179 MP
+    plane = np.full((100, 120), 9, np.uint8)
+    assert (unpack_alpha(pack_alpha(plane), 120, 100) == plane).all()
+    assert Image.MAX_IMAGE_PIXELS == 1000
+
+
+def test_junk_colour_streams_are_refused_before_the_alpha_plane_is_inflated(tiny_codec, monkeypatch):
+    rgba = Image.new("RGBA", (64, 64), (10, 200, 30, 128))
+    data = bytearray(tiny_codec.compress(rgba, quality=2))
+    header = container.unpack(bytes(data))
+    first_stream = header.header_len + header.metadata_len + header.alpha_len
+    data[first_stream] ^= 0xFF
+    calls = []
+    import vqcodec.codec as codec_module
+
+    monkeypatch.setattr(codec_module, "unpack_alpha", lambda *a: calls.append(a))
+    with pytest.raises(container.FormatError):
+        tiny_codec.decompress(bytes(data))
+    assert calls == []
+
+
+def test_a_name_with_a_newline_gives_one_line(run, tmp_path):
+    result = run("decompress", tmp_path / "no\nsuch.vq", tmp_path / "out.png")
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert result.output == f"Error: no such file: {str(tmp_path) + '/no' + chr(10) + 'such.vq'!r}\n"
+
+
+def test_xmp_is_kept_in_png_and_tiff(tiny_codec, tmp_path, run, tiny_model_dir):
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/">vqcodec test</x:xmpmeta>'
+    src = tmp_path / "x.jpg"
+    Image.new("RGB", (32, 32), (90, 120, 60)).save(src, xmp=xmp)
+    vq = tmp_path / "x.vq"
+    result = run("compress", src, vq, "-q", 2, "--model", tiny_model_dir)
+    assert result.exit_code == 0, result.output
+    for ext in ("png", "tif", "jpg", "webp"):
+        out = tmp_path / f"back.{ext}"
+        result = run("decompress", vq, out, "--model", tiny_model_dir)
+        assert result.exit_code == 0, result.output
+        with Image.open(out) as im:
+            assert im.info.get("xmp") == xmp, ext
+
+
+def test_alpha_composited_for_jpeg_is_noted(tiny_codec, tmp_path, run, tiny_model_dir):
+    src = tmp_path / "a.png"
+    Image.new("RGBA", (32, 32), (90, 120, 60, 100)).save(src)
+    vq = tmp_path / "a.vq"
+    result = run("compress", src, vq, "-q", 2, "--model", tiny_model_dir)
+    assert result.exit_code == 0, result.output
+    result = run("decompress", vq, tmp_path / "a.jpg", "--model", tiny_model_dir)
+    assert result.exit_code == 0
+    assert "Note: JPEG holds no alpha: the RGBA image is composited on white" in result.output
