@@ -187,3 +187,75 @@ def test_alpha_composited_for_jpeg_is_noted(tiny_codec, tmp_path, run, tiny_mode
     result = run("decompress", vq, tmp_path / "a.jpg", "--model", tiny_model_dir)
     assert result.exit_code == 0
     assert "Note: JPEG holds no alpha: the RGBA image is composited on white" in result.output
+
+
+# --- what new users trip on ----------------------------------------------------------------------
+
+def test_dash_o_with_one_file_and_a_vq_name_writes_that_file(files, run, tmp_path):
+    png, vq, model = files
+    result = run("compress", png, "-o", tmp_path / "out.vq", "-q", 2, "--model", model)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out.vq").is_file()
+    result = run("decompress", tmp_path / "out.vq", "-o", tmp_path / "back.png", "--model", model)
+    assert result.exit_code == 0 and (tmp_path / "back.png").is_file(), result.output
+
+
+def test_an_output_without_the_vq_extension_is_noted(files, run, tmp_path):
+    png, vq, model = files
+    result = run("compress", png, tmp_path / "out.bin", "-q", 2, "--model", model)
+    assert result.exit_code == 0 and f"Note: the output {str(tmp_path / 'out.bin')!r} does not end in .vq" in result.output
+
+
+def test_skip_existing_reruns_a_batch(files, run, tmp_path):
+    png, vq, model = files
+    out = tmp_path / "batch"
+    assert run("compress", png, "-o", out, "-q", 2, "--model", model).exit_code == 0
+    again = run("compress", png, "-o", out, "-q", 2, "--model", model)
+    assert again.exit_code == 1 and "already exists" in again.output
+    skip = run("compress", png, "-o", out, "-q", 2, "--model", model, "--skip-existing")
+    assert skip.exit_code == 0 and "0 of 1 files compressed" in skip.output and "1 skipped" in skip.output
+
+
+def test_a_batch_prints_a_line_per_file_into_a_log(files, run, tmp_path):
+    png, vq, model = files
+    result = run("compress", png, "-o", tmp_path / "b", "-q", 2, "--model", model)
+    assert f"{png} -> {tmp_path / 'b' / 'in.vq'}: " in result.stderr
+
+
+def test_threads_sets_torch_threads(files, run, tmp_path, monkeypatch):
+    import torch
+
+    png, vq, model = files
+    before = torch.get_num_threads()
+    try:
+        assert run("decompress", vq, tmp_path / "t.png", "--threads", 1, "--model", model).exit_code == 0
+        assert torch.get_num_threads() == 1
+        assert run("decompress", vq, tmp_path / "t2.png", "--threads", 0, "--model", model).exit_code == 2
+    finally:
+        torch.set_num_threads(before)
+    from vqcodec.progress import default_threads
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (64.0, 0.0, 0.0))
+    assert default_threads() == 1
+
+
+def test_palette_with_transparency_is_noted(tiny_codec):
+    im = Image.new("P", (32, 32), 0)
+    im.info["transparency"] = 0
+    notes = []
+    tiny_codec.compress(im, quality=2, notes=notes)
+    assert "converted P with transparency to RGBA (it decodes as RGBA)" in notes
+
+
+def test_tile_progress_ticks_once_per_tile(tiny_codec):
+    from vqcodec import progress
+
+    seen = []
+    image = Image.new("RGB", (600, 300), (30, 90, 150))
+    with progress.listening(lambda what, total: seen.append((what, total))):
+        data = tiny_codec.compress(image, quality=2)
+        tiny_codec.decompress(data)
+    header = container.unpack(data)
+    assert header.num_tiles > 1
+    for what in ("encoding", "entropy coding", "entropy decoding", "decoding"):
+        assert seen.count((what, header.num_tiles)) == header.num_tiles, what

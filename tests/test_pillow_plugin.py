@@ -113,3 +113,38 @@ def test_other_formats_unaffected(tmp_path, photo_like):
     photo_like.save(path)
     with Image.open(path) as im:
         assert im.format == "PNG"
+
+
+@pytest.mark.parametrize("make", ["RGBA", "LA", "P+tRNS", "L", "RGB"])
+def test_every_mode_compress_takes_opens_loads_and_resaves_with_its_metadata(plugin, tmp_path, tiny_model_dir, make):
+    """Alpha (RGBA, LA, palette with tRNS) and ICC / EXIF / XMP come back through Image.open, as decompress gives."""
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F] = "vqcodec test camera"
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/">plugin</x:xmpmeta>'
+    base = Image.new("RGBA", (40, 24), (200, 40, 40, 255))
+    base.paste((20, 80, 200, 0), (0, 0, 20, 24))
+    im = {"RGBA": base, "LA": base.convert("LA"), "L": base.convert("L"), "RGB": base.convert("RGB"),
+          "P+tRNS": base.convert("RGB").convert("P")}[make]
+    src = tmp_path / "src.png"
+    kwargs = {"icc_profile": icc, "exif": exif.tobytes()} if make != "P+tRNS" else {"transparency": 0}
+    im.save(src, **kwargs)
+    data = vqcodec.compress(str(src), quality=2, model=tiny_model_dir)
+    direct = vqcodec.decompress(data, model=tiny_model_dir)
+    path = tmp_path / "f.vq"
+    path.write_bytes(data)
+    with Image.open(path) as opened:
+        assert opened.mode == direct.mode
+        opened.load()
+        assert opened.tobytes() == direct.tobytes()
+        for key in ("icc_profile", "exif"):
+            assert opened.info.get(key) == direct.info.get(key)
+        # as for any Pillow image: the ICC profile travels by itself, EXIF when passed on (exif=)
+        opened.save(tmp_path / "copy.png", exif=opened.info.get("exif", b""))
+    with Image.open(tmp_path / "copy.png") as copy:
+        assert copy.mode == direct.mode
+        if make != "P+tRNS":
+            assert copy.info.get("icc_profile") == icc
+            assert copy.getexif()[0x010F] == "vqcodec test camera"

@@ -301,7 +301,7 @@ class _Batch:
 
         self.bar = tqdm(total=total, unit="file", file=sys.stderr, dynamic_ncols=True, leave=False,
                         disable=quiet or total < 2 or not sys.stderr.isatty())
-        self.failures = 0
+        self.failures = self.skipped = 0
         self.written: dict[Path, Path] = {}   # output -> the input that made it
 
     def claim(self, out: Path, source: Path, force: bool) -> None:
@@ -315,6 +315,11 @@ class _Batch:
 
         with tqdm.external_write_mode(file=sys.stderr):
             click.echo(message, err=err)
+
+    def line(self, message: str, quiet: bool) -> None:
+        """One line per file where no progress bar shows (standard error is not a terminal: a log)."""
+        if not quiet and not sys.stderr.isatty():
+            self.say(message)
 
     def failed(self, path, e: BaseException) -> None:
         self.failures += 1
@@ -343,6 +348,17 @@ def _batch_folder(paths, output_dir: Path) -> None:
         raise fail(f"cannot create folder {output_dir}: {e.strerror}") from None
 
 
+def _one_file_output(paths, output_dir: Path | None, extensions) -> tuple:
+    """`-o NAME` with one input file, where NAME ends in one of `extensions` and is not a folder: the cwebp
+    habit (-o names the output file) -> (paths + (NAME,), None)."""
+    if output_dir is None or len(paths) != 1 or output_dir.is_dir():
+        return paths, output_dir
+    if output_dir.suffix.lower() in ((extensions,) if isinstance(extensions, str) else extensions) \
+            and not Path(paths[0]).is_dir():
+        return (paths[0], str(output_dir)), None
+    return paths, output_dir
+
+
 def _max_pixels(value: int) -> int | None:
     if value < 0:
         raise fail(f"--max-pixels must be 0 (no limit) or more, not {value}")
@@ -359,6 +375,53 @@ def _two_paths(paths, what: str) -> tuple[str, str]:
     if src != STDIO and dst != STDIO and os.path.exists(dst) and os.path.samefile(src, dst):
         raise fail(f"{what} and OUTPUT are the same file: {src!r}")
     return src, dst
+
+
+def _threads_option():
+    return click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
+                        help="CPU threads for one image's work. [default: the free CPUs (CPUs less the load "
+                             "average), at most 4]")
+
+
+def _set_threads(threads: int | None) -> None:
+    import torch
+
+    from .progress import default_threads
+
+    torch.set_num_threads(threads or default_threads())
+
+
+class _TileProgress:
+    """A bar per step of one image's tiled work, on a terminal only, for images of more than 4 tiles."""
+
+    def __init__(self, quiet: bool):
+        self.enabled = not quiet and sys.stderr.isatty()
+        self.bars: dict = {}
+
+    def __call__(self, what: str, total: int) -> None:
+        if not self.enabled or total <= 4:
+            return
+        if what not in self.bars:
+            from tqdm import tqdm
+
+            self.bars[what] = tqdm(total=total, desc=what, unit="tile", file=sys.stderr, leave=False,
+                                   dynamic_ncols=True)
+        self.bars[what].update()
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def _with_tile_progress(quiet: bool, work):
+    from .progress import listening
+
+    bars = _TileProgress(quiet)
+    try:
+        with listening(bars):
+            return work()
+    finally:
+        bars.close()
 
 
 def _max_pixels_option():
@@ -391,11 +454,13 @@ def _max_pixels_option():
 @_max_pixels_option()
 @click.option("--model", default=None, help="Shipped model name or model folder (default: the shipped default).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@_threads_option()
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
+@click.option("--skip-existing", is_flag=True, help="In a batch (-o), skip inputs whose output already exists.")
 @click.option("--quiet", is_flag=True, help="Print nothing on success (no progress bar either).")
 @library_errors
 def compress(paths, output_dir, quality, target_bpp, target_size, metadata, alpha, effort, max_pixels, model, device,
-             force, quiet):
+             threads, force, skip_existing, quiet):
     """Compress an image (PNG, JPEG, ...) into a .vq file, or several into a folder.
 
     \b
@@ -419,6 +484,8 @@ def compress(paths, output_dir, quality, target_bpp, target_size, metadata, alph
     if target_size is not None and target_size < 1:
         raise fail(f"--target-size must be at least 1 byte, not {target_size}")
     options = {"metadata": metadata, "alpha": alpha, "max_pixels": _max_pixels(max_pixels), "effort": effort}
+    _set_threads(threads)
+    paths, output_dir = _one_file_output(paths, output_dir, ".vq")
 
     if output_dir is None:
         src, dst = _two_paths(paths, "INPUT")
@@ -430,8 +497,11 @@ def compress(paths, output_dir, quality, target_bpp, target_size, metadata, alph
         codec = load_codec(model, device)
         if quality is not None:
             codec.check_quality(quality)
-        quality, data, notes, header = _compress_one(codec, source, label(src), quality, target_bpp, target_size,
-                                                     options, quiet, lambda m: click.echo(m, err=True))
+        quality, data, notes, header = _with_tile_progress(quiet, lambda: _compress_one(
+            codec, source, label(src), quality, target_bpp, target_size, options, quiet,
+            lambda m: click.echo(m, err=True)))
+        if dst != STDIO and Path(dst).suffix.lower() != ".vq":
+            notes.append(f"the output {dst!r} does not end in .vq")
         for note in notes:
             click.echo(f"Note: {note}", err=True)
         write_output(dst, data, force)
@@ -453,6 +523,10 @@ def compress(paths, output_dir, quality, target_bpp, target_size, metadata, alph
                 if problem:
                     raise fail(problem)
                 out = output_dir / f"{path.stem}.vq"
+                if skip_existing and (out.exists() or out.is_symlink()):
+                    batch.skipped += 1
+                    batch.bar.update()
+                    continue
                 batch.claim(out, path, force)
                 _, data, notes, header = _compress_one(codec, read_input(str(path), named=False, kind="image", max_pixels=options["max_pixels"]), str(path),
                                                        quality, target_bpp, target_size, options, quiet, batch.say)
@@ -462,13 +536,15 @@ def compress(paths, output_dir, quality, target_bpp, target_size, metadata, alph
                 batch.written[out] = path
                 total_bytes += len(data)
                 bpps.append(8 * len(data) / (header.width * header.height))
+                batch.line(f"{path} -> {out}: {len(data)} bytes, {bpps[-1]:.4f} bpp", quiet)
             except BATCH_ERRORS as e:
                 batch.failed(path, e)
             batch.bar.update()
         if not quiet or batch.failures:
             mean = f"{sum(bpps) / len(bpps):.4f}" if bpps else "-"
+            skipped = f", {batch.skipped} skipped (their output exists)" if batch.skipped else ""
             batch.say(f"{len(bpps)} of {len(inputs)} files compressed into {output_dir}: {total_bytes} bytes, "
-                      f"mean {mean} bpp, {batch.failures} failed", err=False)
+                      f"mean {mean} bpp, {batch.failures} failed{skipped}", err=False)
     if batch.failures:
         raise SystemExit(1)
 
@@ -514,10 +590,12 @@ def image_bytes(image, fmt: str, say) -> bytes:
 @_max_pixels_option()
 @click.option("--model", default=None, help="Model name or folder (default: the shipped model the file names).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@_threads_option()
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
+@click.option("--skip-existing", is_flag=True, help="In a batch (-o), skip inputs whose output already exists.")
 @click.option("--quiet", is_flag=True, help="Print nothing on success (no progress bar either).")
 @library_errors
-def decompress(paths, output_dir, fmt, quality, max_pixels, model, device, force, quiet):
+def decompress(paths, output_dir, fmt, quality, max_pixels, model, device, threads, force, skip_existing, quiet):
     """Decode a .vq file into an image (format from OUTPUT's extension, e.g. .png), or several into a folder.
 
     \b
@@ -533,6 +611,8 @@ def decompress(paths, output_dir, fmt, quality, max_pixels, model, device, force
     import vqcodec
 
     limit = _max_pixels(max_pixels)
+    _set_threads(threads)
+    paths, output_dir = _one_file_output(paths, output_dir, tuple(IMAGE_FORMATS))
 
     def decode(data: bytes):
         return vqcodec.decompress(data, model=model, device=device, quality=quality, max_pixels=limit)
@@ -544,7 +624,8 @@ def decompress(paths, output_dir, fmt, quality, max_pixels, model, device, force
         else:
             stdout_binary()
         out_format = _output_format(dst, fmt)
-        image = decode(read_input(src, kind="vq"))
+        data = read_input(src, kind="vq")
+        image = _with_tile_progress(quiet, lambda: decode(data))
         write_output(dst, image_bytes(image, out_format, lambda m: click.echo(m, err=True)), force)
         if not quiet:
             click.echo(f"{label(src)} -> {label(dst, output=True)}: {image.width}x{image.height} {image.mode}",
@@ -561,18 +642,24 @@ def decompress(paths, output_dir, fmt, quality, max_pixels, model, device, force
                 if problem:
                     raise fail(problem)
                 out = output_dir / f"{path.stem}{extension}"
+                if skip_existing and (out.exists() or out.is_symlink()):
+                    batch.skipped += 1
+                    batch.bar.update()
+                    continue
                 batch.claim(out, path, force)
                 image = decode(read_input(str(path), named=False, kind="vq"))
                 encoded = image_bytes(image, out_format, lambda m, p=path: batch.say(m.replace("Note: ", f"Note: {p}: ", 1)))
                 write_atomically(out, lambda f: f.write(encoded), force)
                 batch.written[out] = path
                 total_pixels += image.width * image.height
+                batch.line(f"{path} -> {out}: {image.width}x{image.height} {image.mode}", quiet)
             except BATCH_ERRORS as e:
                 batch.failed(path, e)
             batch.bar.update()
         if not quiet or batch.failures:
+            skipped = f", {batch.skipped} skipped (their output exists)" if batch.skipped else ""
             batch.say(f"{len(batch.written)} of {len(inputs)} files decompressed into {output_dir}: "
-                      f"{total_pixels} pixels, {batch.failures} failed", err=False)
+                      f"{total_pixels} pixels, {batch.failures} failed{skipped}", err=False)
     if batch.failures:
         raise SystemExit(1)
 
@@ -585,7 +672,7 @@ def info(input, as_json):
     """Show what a .vq file holds: model, size, quality, bytes, bits per pixel, stages (how many are whole
     in the file: a cut-off file decodes at a lower quality), alpha, metadata (bytes of ICC, EXIF, XMP)."""
     from . import read_info
-    from .container import FORMAT_VERSION, sections
+    from .container import FORMAT_VERSION, decoded_mode, sections
     from .images import unpack_metadata
 
     data = read_input(input, kind="vq")
@@ -595,7 +682,7 @@ def info(input, as_json):
     except ValueError:
         metadata = {"corrupt": h.metadata_len}
     fields = {"file": input, "format_version": FORMAT_VERSION, "model": h.model_name, "model_hash": h.model_hash.hex(),
-              "width": h.width, "height": h.height, "mode": h.mode, "quality": h.quality,
+              "width": h.width, "height": h.height, "mode": decoded_mode(h), "quality": h.quality,
               "bytes": len(data), "bpp": round(8 * len(data) / (h.width * h.height), 6),
               "stages": h.stages, "complete_stages": h.complete_stages, "tiles": h.num_tiles,
               "source_depth": h.depth, "alpha": h.alpha_len > 0, "metadata": metadata}

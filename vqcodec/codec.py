@@ -27,6 +27,7 @@ from . import DEFAULT_EFFORT, DEFAULT_MAX_PIXELS, EFFORT_BEAMS
 from .images import (check_pixels, finish, from_rgb_array, pack_alpha, pack_metadata,
                      pad_to_multiple, prepare, to_rgb_array, unpack_alpha, unpack_metadata)
 from .prior import IntegerPrior, PriorNet
+from .progress import tick
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -221,6 +222,7 @@ class VQCodec:
             x = _to_input(piece[None], self.device)
             idx = self.autoencoder.encode_indices(x, stages, first_codes, beam=beam)[0]  # (a1-a0, b1-b0, S)
             out[y0:y1, x0:x1] = idx[cy:cy + y1 - y0, cx:cx + x1 - x0].cpu().to(torch.int16)
+            tick("encoding", header.num_tiles)
         return out
 
     def decompress_batch(self, datas, quality: int | None = None,
@@ -289,6 +291,7 @@ class VQCodec:
             py, px = y0 * f, x0 * f
             tile = tile[:header.height - py, :header.width - px]
             out.paste(from_rgb_array(tile, tile.shape[1], tile.shape[0], header.mode), (px, py))
+            tick("decoding", header.num_tiles)
         return out
 
     def read_header(self, data: bytes) -> Header:

@@ -15,6 +15,7 @@ import torch
 from .container import FormatError
 from .entropy import SymbolDecoder, SymbolEncoder, cross_entropy_bits
 from .prior import IntegerPrior, build_context, known_before, stage_masks
+from .progress import tick
 
 
 @contextmanager
@@ -108,10 +109,12 @@ class IndexCoder:
             if not bool((coarse.codes[coarse.cells[stage0]] == stage0).all()):
                 raise ValueError("stage 0 holds codes outside the coarse alphabet")
         streams: list[list[bytes]] = [[] for _ in range(q)]
-        for y0, x0, y1, x1 in tiles or [(0, 0, indices.shape[0], indices.shape[1])]:
+        tiles = tiles or [(0, 0, indices.shape[0], indices.shape[1])]
+        for y0, x0, y1, x1 in tiles:
             tile = indices[y0:y1, x0:x1].to(self.device, torch.int64)
             for s, stream in enumerate(self._encode_tile(tile, timings, stats, coarse)):
                 streams[s].append(stream)
+            tick("entropy coding", len(tiles))
         return streams
 
     def _encode_tile(self, indices, timings, stats, coarse):
@@ -148,7 +151,9 @@ class IndexCoder:
         q = len(streams)
         count = q if count is None else count
         out = torch.zeros(h, w, q, dtype=torch.int16)
-        for t, (y0, x0, y1, x1) in enumerate(tiles or [(0, 0, h, w)]):
+        tiles = tiles or [(0, 0, h, w)]
+        for t, (y0, x0, y1, x1) in enumerate(tiles):
+            tick("entropy decoding", len(tiles))
             out[y0:y1, x0:x1] = self._decode_tile([stage[t] for stage in streams], y1 - y0, x1 - x0, timings, coarse,
                                                   count)
         return out

@@ -147,6 +147,13 @@ def max_stream_words(indices: int) -> int:
     return -(-(MAX_BITS_PER_INDEX * indices + STREAM_CHECK_BITS + 64) // 32)
 
 
+def decoded_mode(header: Header) -> str:
+    """The mode a file decodes to: its colour mode, with alpha if it has an alpha section (RGBA, LA)."""
+    if header.alpha_len:
+        return "RGBA" if header.mode == "RGB" else "LA"
+    return header.mode
+
+
 def file_length(header: Header) -> int:
     """The length of the whole file a parsed header describes."""
     return header.header_len + header.metadata_len + header.alpha_len + 4 * sum(map(sum, header.stream_words))

@@ -167,6 +167,8 @@ def _split_alpha(im: Image.Image, choice: str, notes: list) -> tuple[np.ndarray 
     if choice == "drop":
         notes.append(f"dropped the alpha channel ({mode}) as asked (--alpha drop)")
         return None, base
+    if mode == "P":
+        notes.append("converted P with transparency to RGBA (it decodes as RGBA)")
     return np.ascontiguousarray(plane), base
 
 

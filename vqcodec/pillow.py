@@ -43,18 +43,26 @@ class VqImageFile(ImageFile.ImageFile):
     def _open(self) -> None:
         from . import read_info
 
-        data = self.fp.read()
+        from .container import decoded_mode, read_bounded, sections
+        from .images import unpack_metadata
+
         try:
+            data = read_bounded(self.fp.read)
             header = read_info(data)
+            meta = unpack_metadata(sections(data, header, 0).metadata) if header.metadata_len else {}
         except ValueError as e:  # FormatError: Pillow tries the other plugins, then UnidentifiedImageError
             raise SyntaxError(str(e).splitlines()[0] if str(e) else "not a .vq file") from None
         self._size = (header.width, header.height)
+        mode = decoded_mode(header)
         if isinstance(getattr(type(self), "mode", None), property):  # Pillow >= 10.1
-            self._mode = header.mode
+            self._mode = mode
         else:
-            self.mode = header.mode
+            self.mode = mode
         self.info["quality"] = header.quality
         self.info["model"] = header.model_name
+        for key, name in (("icc", "icc_profile"), ("exif", "exif"), ("xmp", "xmp")):
+            if meta.get(key):
+                self.info[name] = meta[key]
         self.tile = [_tile("vqcodec", self._size)]
 
 
