@@ -1160,6 +1160,42 @@ def run_bombs(codec) -> list[dict]:
                     "maxrss_before_mb": round(before, 1), "maxrss_after_mb": round(maxrss_mb(), 1)})
         print(f"{name}: {len(data)} bytes -> {what} in {out[-1]['seconds'] * 1000:.3f} ms; "
               f"peak RSS {before:.1f} -> {maxrss_mb():.1f} MB", flush=True)
+    out += work_per_kb(codec)
+    return out
+
+
+def last_tile_junk(data: bytes) -> bytes:
+    """A valid file with the last tile's stream of its last stage replaced by zeros (CRCs made right): it is
+    refused only once the valid tiles before it are entropy-decoded."""
+    parts = Parts.of(data)
+    last = parts.streams[-1][-1]
+    parts.streams[-1][-1] = bytes(len(last))
+    return parts.build()
+
+
+def work_per_kb(codec, side: int = 2048) -> list[dict]:
+    """What decoding costs per KB of input at its worst: flat side x side images (the most index positions per
+    coded byte a real file has) at the lowest full-stage quality and the top quality, decoded whole, and the
+    same files with the last tile junk (refused after the rest is decoded). Seconds per KB and positions per
+    byte (container.work_per_byte, what decompress(max_work=) bounds)."""
+    out = []
+    flat = Image.new("RGB", (side, side), (118, 140, 96))
+    for quality in (len(codec.cfg.coarse_sizes) + 1, max(codec.qualities)):
+        data = codec.compress(flat, quality)
+        header = container.unpack(data)
+        for name, payload in (("valid", data), ("last tile junk", last_tile_junk(data))):
+            t = time.perf_counter()
+            try:
+                codec.decompress(payload, max_pixels=None)
+                what = "decoded"
+            except ValueError as e:
+                what = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+            seconds = time.perf_counter() - t
+            row = {"bomb": f"flat {side}x{side}, quality {quality}, {name}", "bytes": len(payload), "result": what,
+                   "seconds": round(seconds, 3), "seconds_per_kb": round(seconds / (len(payload) / 1024), 4),
+                   "positions_per_byte": round(container.work_per_byte(header, header.stages), 2)}
+            print(json.dumps(row), flush=True)
+            out.append(row)
     return out
 
 

@@ -261,3 +261,34 @@ def test_command_runs(dataset, tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert list(results["codecs"]) == ["jpeg", "webp"] and results["images"] == 1
     assert math.isfinite(results["bd_rate"]["psnr"]["jpeg"]["webp"] or 0.0)
+
+
+def test_the_benchmark_runs_without_matplotlib_and_names_its_images(dataset, tmp_path, monkeypatch):
+    from vqcodec.bench import report
+
+    monkeypatch.setattr(report, "have_matplotlib", lambda: False)
+    out = tmp_path / "nomp"
+    results = run_benchmark(dataset, ["jpeg"], out_dir=out, qualities_per_codec=2, progress=False, echo=lambda m: None)
+    assert not (out / "rd_psnr.png").exists() and results["figures"] is False
+    text = (out / "report.md").read_text()
+    assert "No figures: matplotlib is not installed" in text and "Images: a.png, b.png." in text
+
+
+def test_a_kodak_subset_is_not_compared_with_the_published_24_image_means(tmp_path):
+    folder = tmp_path / "kodak"
+    folder.mkdir()
+    for i in (1, 2):
+        synthetic(i).save(folder / f"kodim{i:02d}.png")
+    said = []
+    results = run_benchmark(folder, ["jpeg"], out_dir=tmp_path / "out", qualities_per_codec=2, progress=False,
+                            echo=said.append)
+    assert "bd_rate_vs_published" not in results
+    assert "this run has 2, so they are left out" in results["published_note"]
+    assert any("left out" in line for line in said)
+
+
+def test_the_progress_bar_stays_out_of_logs(dataset, tmp_path):
+    result = CliRunner().invoke(bench, ["--dataset", str(dataset), "--codecs", "jpeg", "--qualities", "2",
+                                        "--out", str(tmp_path / "log")])
+    assert result.exit_code == 0, result.output
+    assert "it/s" not in result.output and "img/s" not in result.output and "\r" not in result.output

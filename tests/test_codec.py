@@ -190,21 +190,6 @@ def test_tiled_coding_gives_the_pixels_of_whole_image_coding(tiny_codec, photo_l
     assert np.abs(a - b).max() <= 1
 
 
-def test_latent_refinement_never_decodes_worse(tiny_codec, photo_like):
-    """VQAutoencoder.refine_indices (benchmarks/beam_search.py's "r" arms; no longer an effort level)."""
-    from vqcodec.codec import _to_input
-
-    ae = tiny_codec.autoencoder
-    x = _to_input(np.asarray(photo_like.resize((64, 48)))[None], "cpu")    # (1, 3, 48, 64)
-    err = {}
-    for steps in (0, 4):
-        idx = ae.encode_indices(x, 3, refine_steps=steps)
-        err[steps] = float((ae.decode_indices(idx) - x).pow(2).mean())
-    assert err[4] <= err[0]  # step 0 is the encoder's own choice, and each image keeps its best step
-    coarse = torch.tensor([0, 3, 5])                                      # a coarse level stays inside its codes
-    assert set(ae.encode_indices(x, 1, coarse, refine_steps=3)[..., 0].unique().tolist()) <= set(coarse.tolist())
-
-
 def test_effort_picks_the_quantizers_search_and_one_decoder_reads_both(photo_like, tmp_path, run, tiny_model_dir):
     """--effort 0: the nearest code at each stage; 1 (the default): a beam search over the stages."""
     import vqcodec

@@ -259,3 +259,31 @@ def test_tile_progress_ticks_once_per_tile(tiny_codec):
     assert header.num_tiles > 1
     for what in ("encoding", "entropy coding", "entropy decoding", "decoding"):
         assert seen.count((what, header.num_tiles)) == header.num_tiles, what
+
+
+def test_max_work_refuses_files_that_ask_for_too_much_per_byte_before_decoding(tiny_codec, run, tmp_path,
+                                                                               tiny_model_dir, monkeypatch):
+    data = tiny_codec.compress(Image.new("RGB", (256, 256), (40, 90, 200)), quality=2)
+    header = container.unpack(data)
+    work = container.work_per_byte(header, header.stages)
+    assert work > 1
+    tiny_codec.decompress(data, max_work=work + 0.01)
+    calls = []
+    monkeypatch.setattr(tiny_codec.coder, "decode", lambda *a, **k: calls.append(a))
+    with pytest.raises(container.FormatError, match="index positions per coded byte"):
+        tiny_codec.decompress(data, max_work=work / 2)
+    assert calls == []
+    path = tmp_path / "flat.vq"
+    path.write_bytes(data)
+    result = run("decompress", path, tmp_path / "o.png", "--model", tiny_model_dir, "--max-work", work / 2)
+    assert result.exit_code == 1 and "over the limit" in result.output and result.output.count("\n") == 1
+
+
+def test_the_target_size_search_is_in_the_library(tiny_model_dir, photo_like):
+    import vqcodec
+
+    sizes = {q: len(vqcodec.compress(photo_like, q, model=tiny_model_dir)) for q in (1, 2, 3)}
+    data = vqcodec.compress_to_size(photo_like, target_size=sizes[2], model=tiny_model_dir)
+    assert len(data) <= sizes[2] and vqcodec.read_info(data).quality == max(q for q, n in sizes.items() if n <= sizes[2])
+    with pytest.raises(ValueError, match="no quality fits"):
+        vqcodec.compress_to_size(photo_like, target_size=10, model=tiny_model_dir)

@@ -18,7 +18,7 @@ ALPHA_CHOICES = ("keep", "drop")
 EFFORT_BEAMS = (1, 4)         # --effort 0, 1: the residual quantizer's beam (1: greedy nearest codes); 4 measured
 DEFAULT_EFFORT = 1            # -6 % BD-rate, 8 no better (benchmarks/README.md, "Beam search over the stages")
 
-__all__ = ["compress", "decompress", "read_info", "DEFAULT_QUALITY", "DEFAULT_MAX_PIXELS", "__version__"]
+__all__ = ["compress", "compress_to_size", "decompress", "read_info", "DEFAULT_QUALITY", "DEFAULT_MAX_PIXELS", "__version__"]
 
 
 def compress(image, quality: int = DEFAULT_QUALITY, model: str | Path | None = None, device: str = "cpu",
@@ -36,16 +36,27 @@ def compress(image, quality: int = DEFAULT_QUALITY, model: str | Path | None = N
                                               effort=effort)
 
 
+def compress_to_size(image, target_size: int | None = None, target_bpp: float | None = None,
+                     model: str | Path | None = None, device: str = "cpu", **options) -> bytes:
+    """Compress at the highest quality whose file takes at most target_size bytes, or target_bpp bits per
+    pixel (one of the two). ValueError if not even quality 1 fits. options: as for compress."""
+    from .codec import load_codec
+    return load_codec(model, device).compress_to_fit(image, max_bytes=target_size, max_bpp=target_bpp,
+                                                      **options)[1]
+
+
 def decompress(data: bytes, model: str | Path | None = None, device: str = "cpu", quality: int | None = None,
-               max_pixels: int | None = DEFAULT_MAX_PIXELS):
+               max_pixels: int | None = DEFAULT_MAX_PIXELS, max_work: float | None = None):
     """Decode the bytes of a .vq file into a PIL image. model None = the shipped model the file names.
 
     quality: a lower quality decoded from the same file (its first residual stages), faster; a file cut
-    off at a stage boundary decodes at any quality its whole stages hold. Images over max_pixels are refused.
+    off at a stage boundary decodes at any quality its whole stages hold. Images over max_pixels are refused,
+    and so, before any decoding, are files that ask for more than max_work index positions per coded byte
+    (None: no limit; a valid file asks for at most about 175, a photo for 1 to 3).
     """
     from .codec import load_codec, load_codec_for_file
     codec = load_codec_for_file(read_info(data), device) if model is None else load_codec(model, device)
-    return codec.decompress(data, quality=quality, max_pixels=max_pixels)
+    return codec.decompress(data, quality=quality, max_pixels=max_pixels, max_work=max_work)
 
 
 def read_info(data: bytes):

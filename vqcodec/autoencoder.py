@@ -209,46 +209,15 @@ class VQAutoencoder(nn.Module):
 
     @torch.no_grad()
     def encode_indices(self, x: torch.Tensor, num_stages: int, first_codes: torch.Tensor | None = None,
-                       refine_steps: int = 0, beam: int = 1) -> torch.Tensor:
+                       beam: int = 1) -> torch.Tensor:
         """x: (B, 3, H, W), H and W multiples of f -> indices (B, h, w, q) int64.
 
         first_codes: (M,) the only codes stage 0 may use (a coarse quality level); None = all.
-        refine_steps: encoder-side refinement of the latents (refine_indices); 0 = the encoder's own.
         beam: the residual quantizer's search (ResidualVQ.encode): 1 = greedy nearest codes.
         """
         z = self.encoder(x)
         b, _, h, w = z.shape
-        if refine_steps > 0:
-            return self.refine_indices(x, z, num_stages, first_codes, refine_steps, beam=beam)
         return self.rvq.encode(self._flatten(z), num_stages, first_codes, beam).reshape(b, h, w, num_stages)
-
-    @torch.no_grad()
-    def refine_indices(self, x: torch.Tensor, z: torch.Tensor, num_stages: int, first_codes: torch.Tensor | None,
-                       steps: int, lr: float = 0.02, beam: int = 1) -> torch.Tensor:
-        """Encoder-side refinement: `steps` Adam steps on the latents z (B, D, h, w) against the pixel MSE of
-        decoding their quantized values (through the quantizer by straight-through). Each image keeps the
-        indices of its best step, and step 0 is the encoder's own, so the decoded error never grows.
-        lr is relative to the latents' RMS. -> indices (B, h, w, q)."""
-        b, _, h, w = z.shape
-        z = z.detach().clone().requires_grad_(True)
-        opt = torch.optim.Adam([z], lr=lr * float(z.detach().pow(2).mean().sqrt().clamp_min(1e-6)))
-        best = torch.full((b,), float("inf"), device=x.device)
-        best_idx = torch.zeros(b, h * w, num_stages, dtype=torch.int64, device=x.device)
-        for step in range(steps + 1):
-            with torch.enable_grad():
-                flat = self._flatten(z)                                            # (B*h*w, D)
-                idx = self.rvq.encode(flat.detach(), num_stages, first_codes, beam)  # (B*h*w, q)
-                quantized = flat + (self.rvq.decode(idx) - flat).detach()          # straight-through
-                recon = self.decode(self._unflatten(quantized, b, h, w), num_stages).clamp(0, 1)
-                err = (recon - x).pow(2).flatten(1).mean(1)                        # (B,)
-                if step < steps:
-                    z.grad = torch.autograd.grad(err.sum(), z)[0]
-            better = err.detach() < best
-            best = torch.where(better, err.detach(), best)
-            best_idx[better] = idx.reshape(b, h * w, num_stages)[better]
-            if step < steps:
-                opt.step()
-        return best_idx.reshape(b, h, w, num_stages)
 
     @torch.no_grad()
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:

@@ -238,45 +238,19 @@ def cli():
 def _compress_one(codec, source, name: str, quality, target_bpp, target_size, options: dict, quiet: bool,
                   say) -> tuple[int, bytes, list[str], object]:
     """-> (quality, file bytes, notes, header). With a target: the highest quality whose file fits, never a
-    larger file (binary search over codec.qualities, which file sizes follow nearly monotonically)."""
+    larger file (VQCodec.compress_to_fit)."""
     from . import read_info
 
-    def at(q: int) -> tuple[bytes, list[str]]:
-        notes: list[str] = []
-        return codec.compress(source, q, notes=notes, **options), notes
-
+    notes: list[str] = []
     if target_bpp is None and target_size is None:
         quality = codec.check_quality(DEFAULT_QUALITY if quality is None else quality)
-        data, notes = at(quality)
+        data = codec.compress(source, quality, notes=notes, **options)
         return quality, data, notes, read_info(data)
-    levels = sorted(codec.qualities)
-    tried = {0: at(levels[0])}
-    header = read_info(tried[0][0])
-    if target_size is not None:
-        target, target_text = target_size, f"{target_size} bytes"
-    else:
-        target = int(target_bpp * header.width * header.height / 8)
-        target_text = f"{target_bpp:g} bpp ({target} bytes for {header.width}x{header.height})"
-
-    def size(i: int) -> int:
-        if i not in tried:
-            tried[i] = at(levels[i])
-        return len(tried[i][0])
-
-    if size(0) > target:
-        raise fail(f"no quality fits in {target_text}: the smallest file (quality {levels[0]}) is {size(0)} bytes")
-    lo, hi = 0, len(levels) - 1  # levels[lo] fits; nothing above levels[hi] is known to
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if size(mid) <= target:
-            lo = mid
-        else:
-            hi = mid - 1
-    data, notes = tried[lo]
-    assert len(data) <= target
+    quality, data = codec.compress_to_fit(source, max_bytes=target_size, max_bpp=target_bpp, notes=notes, **options)
     if not quiet:
-        say(f"{name}: quality {levels[lo]}, the highest that fits in {target_text} ({len(data)} bytes)")
-    return levels[lo], data, notes, header
+        target = f"{target_size} bytes" if target_size is not None else f"{target_bpp:g} bpp"
+        say(f"{name}: quality {quality}, the highest that fits in {target} ({len(data)} bytes)")
+    return quality, data, notes, read_info(data)
 
 
 def _batch_inputs(paths, extensions: set[str], what: str) -> list[tuple[Path, str | None]]:
@@ -588,6 +562,10 @@ def image_bytes(image, fmt: str, say) -> bytes:
 @click.option("-q", "--quality", type=int, default=None,
               help="Decode a lower quality than the file's, from the same file (default: the file's own).")
 @_max_pixels_option()
+@click.option("--max-work", type=click.FloatRange(min=0, min_open=True), default=None, metavar="N",
+              help="Refuse, before decoding, files that ask for more than N index positions per coded byte "
+                   "(decode time per byte of input; photos take 1 to 3, a flat image up to about 175). "
+                   "[default: no limit]")
 @click.option("--model", default=None, help="Model name or folder (default: the shipped model the file names).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @_threads_option()
@@ -595,7 +573,8 @@ def image_bytes(image, fmt: str, say) -> bytes:
 @click.option("--skip-existing", is_flag=True, help="In a batch (-o), skip inputs whose output already exists.")
 @click.option("--quiet", is_flag=True, help="Print nothing on success (no progress bar either).")
 @library_errors
-def decompress(paths, output_dir, fmt, quality, max_pixels, model, device, threads, force, skip_existing, quiet):
+def decompress(paths, output_dir, fmt, quality, max_pixels, max_work, model, device, threads, force, skip_existing,
+               quiet):
     """Decode a .vq file into an image (format from OUTPUT's extension, e.g. .png), or several into a folder.
 
     \b
@@ -615,7 +594,8 @@ def decompress(paths, output_dir, fmt, quality, max_pixels, model, device, threa
     paths, output_dir = _one_file_output(paths, output_dir, tuple(IMAGE_FORMATS))
 
     def decode(data: bytes):
-        return vqcodec.decompress(data, model=model, device=device, quality=quality, max_pixels=limit)
+        return vqcodec.decompress(data, model=model, device=device, quality=quality, max_pixels=limit,
+                                  max_work=max_work)
 
     if output_dir is None:
         src, dst = _two_paths(paths, "INPUT_VQ")

@@ -144,12 +144,56 @@ class VQCodec:
         (the residual quantizer's beam, EFFORT_BEAMS: 1 = greedy, 4 = a beam search; the same decoder)."""
         return self.compress_batch([image], quality, notes, metadata, alpha, max_pixels, effort)[0]
 
+    def compress_to_fit(self, image, max_bytes: int | None = None, max_bpp: float | None = None,
+                        notes: list[str] | None = None, **options) -> tuple[int, bytes]:
+        """The highest quality whose file takes at most max_bytes bytes, or max_bpp bits per pixel of the image
+        (one of the two) -> (quality, file bytes). Never a larger file: a binary search over the qualities,
+        which file sizes follow nearly monotonically. ValueError if not even the lowest quality fits.
+        options: as for compress (metadata, alpha, max_pixels, effort)."""
+        if (max_bytes is None) == (max_bpp is None):
+            raise ValueError("give one of max_bytes and max_bpp")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"the target size must be at least 1 byte, not {max_bytes}")
+        if max_bpp is not None and not max_bpp > 0:
+            raise ValueError(f"the target bpp must be above 0, not {max_bpp:g}")
+        levels = sorted(self.qualities)
+        tried: dict[int, tuple[bytes, list]] = {}
+
+        def size(i: int) -> int:
+            if i not in tried:
+                got: list[str] = []
+                tried[i] = (self.compress(image, levels[i], notes=got, **options), got)
+            return len(tried[i][0])
+
+        size(0)
+        header = container.unpack(tried[0][0])
+        if max_bytes is not None:
+            target, text = max_bytes, f"{max_bytes} bytes"
+        else:
+            target = int(max_bpp * header.width * header.height / 8)
+            text = f"{max_bpp:g} bpp ({target} bytes for {header.width}x{header.height})"
+        if size(0) > target:
+            raise ValueError(f"no quality fits in {text}: the smallest file (quality {levels[0]}) is {size(0)} bytes")
+        lo, hi = 0, len(levels) - 1  # levels[lo] fits; nothing above levels[hi] is known to
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if size(mid) <= target:
+                lo = mid
+            else:
+                hi = mid - 1
+        data, got = tried[lo]
+        if notes is not None:
+            notes.extend(got)
+        return levels[lo], data
+
     def decompress(self, data: bytes, quality: int | None = None,
-                   max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+                   max_pixels: int | None = DEFAULT_MAX_PIXELS, max_work: float | None = None) -> Image.Image:
         """The bytes of a .vq file -> a PIL image (RGB, L, RGBA or LA; ICC / EXIF / XMP in .info).
 
-        quality: decode a lower quality from the same file (its first stages), or None for the file's own."""
-        return self.decompress_batch([data], quality, max_pixels)[0]
+        quality: decode a lower quality from the same file (its first stages), or None for the file's own.
+        max_work: refuse, before decoding, a file whose coded streams ask the prior for more than this many
+        index positions per byte (container.work_per_byte; a server's bound on time per byte of input)."""
+        return self.decompress_batch([data], quality, max_pixels, max_work)[0]
 
     def _out_of_memory(self, error: BaseException, what: str) -> None:
         """Allocation failures (MemoryError, torch's RuntimeError) -> one clear ValueError; others pass."""
@@ -226,10 +270,10 @@ class VQCodec:
         return out
 
     def decompress_batch(self, datas, quality: int | None = None,
-                         max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[Image.Image]:
+                         max_pixels: int | None = DEFAULT_MAX_PIXELS, max_work: float | None = None) -> list[Image.Image]:
         """Several .vq files; index grids of one tile and the same shape share one decoder pass."""
         try:
-            return self._decompress_batch(datas, quality, max_pixels)
+            return self._decompress_batch(datas, quality, max_pixels, max_work)
         except (MemoryError, RuntimeError) as e:
             self._out_of_memory(e, "decode this image")
             raise
@@ -242,13 +286,17 @@ class VQCodec:
         streams = container.sections(data, header, stages).streams
         return self.coder.decode(streams, *header.grid, header.tiles, coarse=coarse, count=header.stages)
 
-    def _decompress_batch(self, datas, quality, max_pixels) -> list[Image.Image]:
+    def _decompress_batch(self, datas, quality, max_pixels, max_work=None) -> list[Image.Image]:
         timings: dict[str, float] = {}
         headers, indices, extras = [], [], []
         for data in datas:
             header = self.read_header(data)
             check_pixels(header.width, header.height, max_pixels, "the image in this .vq file")
             stages, coarse = self.decode_plan(header, quality)
+            work = container.work_per_byte(header, stages)
+            if max_work is not None and work > max_work:
+                raise FormatError(f"this .vq file asks for {work:.1f} index positions per coded byte, over the "
+                                  f"limit of {max_work:g} (raise it with --max-work / max_work=)")
             parts = container.sections(data, header, stages)
             try:
                 meta = unpack_metadata(parts.metadata)

@@ -34,11 +34,6 @@ def cap_probabilities(freqs: np.ndarray) -> np.ndarray:
     return f
 
 
-def _table(freqs: np.ndarray) -> np.ndarray:
-    """(N, K) positive integer frequencies -> capped, C-ordered float64 (constriction 0.5 ignores strides)."""
-    return cap_probabilities(freqs)
-
-
 def _probabilities(freqs: np.ndarray) -> np.ndarray:
     f = np.asarray(freqs, dtype=np.float64)
     return f / f.sum(axis=1, keepdims=True)
@@ -51,7 +46,7 @@ class SymbolEncoder:
     def encode(self, symbols: np.ndarray, freqs: np.ndarray) -> None:
         """symbols: (N,) in 0..K-1; freqs: (N, K) integer frequencies, all >= 1."""
         if len(symbols):
-            self._coder.encode(np.ascontiguousarray(symbols, dtype=np.int32), _MODEL, _table(freqs))
+            self._coder.encode(np.ascontiguousarray(symbols, dtype=np.int32), _MODEL, cap_probabilities(freqs))
 
     def finish(self) -> bytes:
         """Close the stream with its check symbol -> whole little-endian 32-bit words."""
@@ -70,7 +65,7 @@ class SymbolDecoder:
         """freqs: (N, K) -> symbols (N,) int64."""
         if len(freqs) == 0:
             return np.zeros(0, dtype=np.int64)
-        return np.asarray(self._coder.decode(_MODEL, _table(freqs)), dtype=np.int64)
+        return np.asarray(self._coder.decode(_MODEL, cap_probabilities(freqs)), dtype=np.int64)
 
     def finish(self) -> None:
         """Raise ValueError unless the stream ends exactly here: its check symbol, then no more data."""

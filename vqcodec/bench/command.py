@@ -19,9 +19,11 @@ def default_dataset() -> Path:
             raise click.ClickException(f"${KODAK_ENV}={env} is not a folder; fix it or pass --dataset DIR")
         return Path(env)
     repo_kodak = Path(__file__).resolve().parents[2] / "benchmarks" / "kodak"
-    if repo_kodak.is_dir():
-        return repo_kodak
-    raise click.ClickException(f"Kodak suite not found (no {repo_kodak}, ${KODAK_ENV} not set); "
+    here = Path.cwd() / "benchmarks" / "kodak"
+    for folder in (repo_kodak, here):
+        if folder.is_dir():
+            return folder
+    raise click.ClickException(f"Kodak suite not found (no ./benchmarks/kodak, ${KODAK_ENV} not set); "
                                "pass --dataset DIR with the images to benchmark")
 
 
@@ -67,7 +69,8 @@ def _one_line(error: Exception) -> str:
               help="Run only N evenly spaced points of each codec's quality sweep (quick runs, CI).")
 @click.option("--model", default=None,
               help="vqcodec model: a shipped model name or a model folder (default: the shipped model).")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@click.option("--progress/--no-progress", default=None,
+              help="Show a progress bar. [default: when standard error is a terminal]")
 def bench(dataset, codec_list, device, out_dir, max_images, qualities, model, progress):
     """Measure rate (bpp), PSNR, MS-SSIM and speed of each codec over a quality sweep on an image set,
     with BD-rates between all codecs, and write a report with rate-distortion plots.
@@ -77,6 +80,10 @@ def bench(dataset, codec_list, device, out_dir, max_images, qualities, model, pr
       vqcodec bench --codecs vqcodec,jpeg,avif --max-images 4 --qualities 4 --out /tmp/bench
     """
     names = parse_codecs(codec_list)
+    if progress is None:
+        import sys
+
+        progress = sys.stderr.isatty()
     if dataset is None:
         dataset = default_dataset()
     elif not dataset.is_dir():

@@ -9,9 +9,16 @@ import math
 import statistics
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from .metrics import msssim_db
+
+
+def have_matplotlib() -> bool:
+    try:
+        import matplotlib.figure  # noqa: F401
+        return True
+    except ImportError:
+        return False
 
 ROW_HEADER = (f"{'codec':<9} {'quality':>7} {'bpp':>7} {'PSNR':>7} {'MS-SSIM':>8} {'(dB)':>6} "
               f"{'enc ms':>8} {'dec ms':>8}")
@@ -60,11 +67,17 @@ def markdown(results: dict) -> str:
         "averaged over images; MS-SSIM dB = -10 log10(1 - MS-SSIM). Times are medians over images, "
         "one untimed warm-up per codec.",
         "",
-        "![rate-distortion, PSNR](rd_psnr.png)",
-        "![rate-distortion, MS-SSIM](rd_msssim.png)",
-        "![same crop, similar rate](compare.png)",
-        "",
     ]
+    names_line = ", ".join(results.get("image_names", []))
+    if names_line:
+        lines += [f"Images: {names_line}.", ""]
+    if results.get("published_note"):
+        lines += [results["published_note"], ""]
+    if results.get("figures", True):
+        lines += ["![rate-distortion, PSNR](rd_psnr.png)", "![rate-distortion, MS-SSIM](rd_msssim.png)",
+                  "![same crop, similar rate](compare.png)", ""]
+    else:
+        lines += ["(No figures: matplotlib is not installed; `pip install 'vqcodec[bench]'` adds them.)", ""]
     for metric, title in (("psnr", "PSNR"), ("ms_ssim", "MS-SSIM (dB)")):
         lines += [f"## BD-rate, {title}", "",
                   "Row codec against column anchor; negative = fewer bits for the same quality. "
@@ -118,9 +131,11 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def rd_figure(results: dict, metric: str, published: dict | None) -> Figure:
+def rd_figure(results: dict, metric: str, published: dict | None):
     """bpp vs PSNR or vs MS-SSIM (dB): one line per measured codec, published curves dashed."""
     key, ylabel = ("psnr", "PSNR (dB)") if metric == "psnr" else ("ms_ssim_db", "MS-SSIM (dB)")
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(7, 5), dpi=120, layout="constrained")
     ax = fig.add_subplot()
     xmax = 0.0
@@ -157,6 +172,8 @@ def compare_figure(original: tuple, crop_box: tuple, picked: list[dict]) -> Figu
                for p in picked]
     cols = min(len(panels), 3)
     rows = math.ceil(len(panels) / cols)
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(3.2 * cols, 3.6 * rows + 0.4), dpi=100, layout="constrained")
     fig.suptitle(f"{name}, crop {crop_box[2] - crop_box[0]}x{crop_box[3] - crop_box[1]} at ({crop_box[0]}, "
                  f"{crop_box[1]}); bpp and PSNR of the whole image", fontsize=9)

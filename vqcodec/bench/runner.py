@@ -97,8 +97,13 @@ def run_benchmark(dataset_dir, codec_names, device: str = "cpu", out_dir="bench-
         raise ValueError("no codecs to benchmark")
     out.mkdir(parents=True, exist_ok=True)  # fail now rather than after the run
     images = [(p.name, load_rgb(p)) for p in paths]
+    kodak = all(re.fullmatch(r"kodim\d\d", p.stem) for p in paths)
+    published_note = None
     if reference_curves is None:
-        reference_curves = all(re.fullmatch(r"kodim\d\d", p.stem) for p in paths)
+        reference_curves = kodak and len({p.stem for p in paths}) == 24
+        if kodak and not reference_curves:
+            published_note = (f"Published Kodak results are means over all 24 images; this run has {len(paths)}, "
+                              "so they are left out.")
     sweeps = {c.name: subsample(c.qualities, qualities_per_codec) for c in codecs}
 
     small = [n for n, im in images if ms_ssim_scales(im.height, im.width) < 5]
@@ -110,6 +115,7 @@ def run_benchmark(dataset_dir, codec_names, device: str = "cpu", out_dir="bench-
         "dataset": Path(dataset_dir).resolve().name,
         "dataset_path": str(Path(dataset_dir).resolve()),
         "images": len(images),
+        "image_names": [n for n, _ in images],
         "device": str(device),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "env": environment(device),
@@ -150,10 +156,18 @@ def run_benchmark(dataset_dir, codec_names, device: str = "cpu", out_dir="bench-
     results["bd_rate"], results["bd_rate_overlap"] = bd_rate_matrix(results["codecs"])
     if published:
         results["bd_rate_vs_published"] = bd_rate_vs_published(results["codecs"], published["codecs"])
+    if published_note:
+        results["published_note"] = published_note
+        echo(f"note: {published_note}")
+    results["figures"] = report.have_matplotlib()
     results = _json_safe(results)
 
     write_atomic(out / "results.json", lambda p: p.write_text(json.dumps(results, indent=1, allow_nan=False)))
     write_atomic(out / "report.md", lambda p: p.write_text(report.markdown(results)))
+    if not results["figures"]:
+        echo(f"wrote results.json and report.md to {out} (no figures: matplotlib is not installed; "
+             "pip install 'vqcodec[bench]' adds them)")
+        return results
     for metric, filename in (("psnr", "rd_psnr.png"), ("ms_ssim", "rd_msssim.png")):
         fig = report.rd_figure(results, metric, published["codecs"] if published else None)
         write_atomic(out / filename, lambda p: fig.savefig(p, format="png"))
