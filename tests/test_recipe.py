@@ -13,10 +13,14 @@ from vqcodec.recipe import Recipe
 
 TINY_MODEL = {"channels": [8, 16], "latent_dim": 8, "codebook_size": 32, "num_stages": 3, "prior_hidden": 8,
               "coarse_sizes": [8], "transform": "klt-hybrid", "stage_gains": True, "postfilter": 4,
-              "refine_levels": 2, "refine_hidden": 8}
+              "refine_levels": 2, "refine_hidden": 8, "prior_stage_count": True}
 TINY_PHASES = [{"phase": "autoencoder", "steps": 40, "crop": 32, "batch_size": 4, "eval_every": 20},
+               {"phase": "ecvq", "fit_crops": 8, "crop": 32, "iters": 2, "cost_scale": 0.7},
                {"phase": "coarse", "crops": 16, "crop": 32},
+               {"phase": "decoder", "steps": 6, "crops": 8, "crop": 32, "batch_size": 4},
                {"phase": "prior", "crops": 16, "crop": 32, "float_steps": 20, "qat_steps": 10},
+               {"phase": "prior", "name": "prior-own", "indices": "own", "continue_from": "prior", "crops": 8,
+                "crop": 32, "float_steps": 6, "qat_steps": 3},
                {"phase": "export"}]
 
 
@@ -43,11 +47,14 @@ def test_a_tiny_recipe_runs_every_phase_and_its_model_round_trips_an_image(tiny,
     res = CliRunner().invoke(cli, ["train", "--recipe", str(path), "--out", str(out), "--device", "cpu"])
     assert res.exit_code == 0, res.output
     state = json.loads((out / "phases.json").read_text())
-    assert [k for k, v in state.items() if v["done"]] == ["autoencoder", "coarse", "prior", "export"]
+    phases = ["autoencoder", "ecvq", "coarse", "decoder", "prior", "prior-own", "export"]
+    assert [k for k, v in state.items() if v["done"]] == phases
     assert state["autoencoder"]["megapixels_per_s"] > 0
+    assert state["ecvq"]["lambdas"][0] == 0 and all(x > 0 for x in state["ecvq"]["lambdas"][1:])
+    assert "warm_start" in json.dumps(state["prior-own"])
     model = out / "tiny-r"
     report = json.loads((model / "training_report.json").read_text())
-    assert set(report["phases"]) == {"autoencoder", "coarse", "prior"}
+    assert list(report["phases"]) == phases[:-1]
     image = Image.open(sorted((tmp_path / "data").iterdir())[0])
     from vqcodec.codec import load_codec
 
@@ -58,7 +65,7 @@ def test_a_tiny_recipe_runs_every_phase_and_its_model_round_trips_an_image(tiny,
     assert decompress is not None
     # a rerun skips every phase
     res = CliRunner().invoke(cli, ["train", "--recipe", str(path), "--out", str(out), "--device", "cpu"])
-    assert res.exit_code == 0 and res.output.count(": done") == 4, res.output
+    assert res.exit_code == 0 and res.output.count(": done") == len(phases), res.output
 
 
 def test_an_interrupted_phase_resumes_where_it_stopped(tiny):

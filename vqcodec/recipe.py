@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from .config import ModelConfig
+from .finetune import DecoderSettings
 from .train import AutoencoderSettings
 
 RECIPE_VERSION = 1
@@ -35,6 +36,17 @@ class CoarseSettings:
 
 
 @dataclass(frozen=True)
+class EcvqSettings:
+    """Entropy-constrained codebooks for the residual stages (finetune.fit_ecvq), fitted on training latents."""
+    alpha: float = 0.5          # lambda_s = alpha x each stage's squared error removed per bit
+    first_stage: int = 1        # stages before it keep their codebooks
+    iters: int = 15
+    fit_crops: int = 256
+    crop: int = 256
+    cost_scale: float = 1.0     # the costs times this (< 1: more bits for less error)
+
+
+@dataclass(frozen=True)
 class PriorSettings:
     """The integer prior on the autoencoder's indices: float steps, then quantisation-aware steps."""
     crops: int = 1600          # crops whose indices train the prior
@@ -42,6 +54,9 @@ class PriorSettings:
     float_steps: int = 1500
     qat_steps: int = 500
     lr: float = 2e-3
+    indices: str = "greedy"    # "greedy": all stages, the nearest codes; "own": as each stage count's own beam
+                               # search codes them (the files the codec writes; needs prior_stage_count)
+    continue_from: str | None = None  # an earlier prior phase whose weights (and Adam's moments) this one continues
 
 
 @dataclass(frozen=True)
@@ -49,8 +64,8 @@ class ExportSettings:
     """The model folder OUT/<name>: model.safetensors, config.json, training_report.json."""
 
 
-PHASES = {"autoencoder": AutoencoderSettings, "coarse": CoarseSettings, "prior": PriorSettings,
-          "export": ExportSettings}
+PHASES = {"autoencoder": AutoencoderSettings, "ecvq": EcvqSettings, "coarse": CoarseSettings,
+          "decoder": DecoderSettings, "prior": PriorSettings, "export": ExportSettings}
 
 
 @dataclass(frozen=True)
@@ -219,6 +234,30 @@ def run_phase(run: Run, phase: Phase) -> bool:
         run.finish(phase, steps=ae.steps_done, wall_s=round(ae.train_seconds),
                    megapixels_per_s=round(ae.megapixels_per_s, 4))
         return True
+    if phase.kind == "ecvq":
+        from .data import CropSampler
+        from .finetune import fit_ecvq, latents
+
+        ae = run.autoencoder().eval()
+        crops = CropSampler(run.images(s.crop), s.crop, seed=11).batch(s.fit_crops)
+        lambdas = fit_ecvq(ae, latents(ae, crops), s.alpha, s.first_stage, s.iters, s.cost_scale)
+        run.save_autoencoder(ae)
+        run.finish(phase, lambdas=[round(x, 6) for x in lambdas], wall_s=round(time.time() - t0))
+        return True
+    if phase.kind == "decoder":
+        from .data import CropSampler
+        from .finetune import finetune_decoder
+
+        ae = run.autoencoder()
+        folder = run.out / phase.name
+        folder.mkdir(parents=True, exist_ok=True)
+        crops = CropSampler(run.images(s.crop), s.crop, seed=13).batch(s.crops)
+        done = finetune_decoder(ae, coarse_codes(run), crops, s, folder, log=log, stop_at=run.stop_at)
+        if done < s.steps:
+            return False
+        run.save_autoencoder(ae)
+        run.finish(phase, steps=done, wall_s=round(time.time() - t0))
+        return True
     if phase.kind == "coarse":
         from .train import select_coarse_codes
 
@@ -230,7 +269,6 @@ def run_phase(run: Run, phase: Phase) -> bool:
         run.finish(phase, codes=int(count), wall_s=round(time.time() - t0))
         return True
     if phase.kind == "prior":
-        from .codec import VQCodec
         from .train import collect_indices, train_prior
 
         ae = run.autoencoder().eval()
@@ -239,38 +277,79 @@ def run_phase(run: Run, phase: Phase) -> bool:
         indices_path = folder / "indices.pt"
         if indices_path.exists():
             indices = torch.load(indices_path, weights_only=True)
-        else:
+        elif s.indices == "own":
+            from .data import CropSampler
+            from .finetune import own_beam_grids
+
+            large = [im for im in run.images(s.crop) if min(im.shape[:2]) >= s.crop]
+            crops = CropSampler(large, s.crop, seed=1).batch(s.crops)
+            indices = own_beam_grids(ae, crops, progress=lambda i, n: log(f"own beam indices {i}/{n}")
+                                     if i % 400 == 0 else None)
+            torch.save(indices, indices_path)
+        elif s.indices == "greedy":
             indices = collect_indices(ae, run.images(s.crop), s.crops, crop=s.crop, device=run.device)
             torch.save(indices, indices_path)
+        else:
+            raise ValueError(f"prior indices must be greedy or own, not {s.indices!r}")
+        if s.continue_from is not None and not (folder / "prior.ckpt").exists():
+            warm_start_prior(run, folder, s)
         trained = train_prior(ae, indices, folder, float_steps=s.float_steps, qat_steps=s.qat_steps, lr=s.lr,
                               device=run.device, log=log, stop_at=run.stop_at, autoencoder_step=0)
         if trained is None:
             return False
         _, int_prior, report = trained
-        coarse = coarse_codes(run)
-        weights = VQCodec.serialize(ae.cpu(), int_prior, coarse)
-        (run.out / "codec.safetensors.tmp").write_bytes(weights)
-        (run.out / "codec.safetensors.tmp").replace(run.out / "codec.safetensors")
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in int_prior.tensors().items()}, str(folder / "integer_prior.tmp"))
+        (folder / "integer_prior.tmp").replace(folder / "integer_prior.safetensors")
         run.finish(phase, wall_s=round(time.time() - t0), **report)
         return True
     if phase.kind == "export":
-        src = run.out / "codec.safetensors"
-        if not src.exists():
+        from safetensors.torch import load_file
+
+        from .codec import VQCodec
+        from .prior import IntegerPrior
+
+        priors = [p for p in run.recipe.phases if p.kind == "prior" and run.state.get(p.name, {}).get("done")]
+        if not priors:
             raise ValueError("export needs a prior phase before it")
+        tensors = load_file(str(run.out / priors[-1].name / "integer_prior.safetensors"))
+        weights = VQCodec.serialize(run.autoencoder().cpu().eval(), IntegerPrior(run.cfg, tensors), coarse_codes(run))
         folder = run.out / run.recipe.name
         folder.mkdir(parents=True, exist_ok=True)
         report = dict(recipe=run.recipe.name, phases={k: v for k, v in run.state.items()},
                       total_wall_s=sum(v.get("wall_s", 0) for v in run.state.values()))
-        for name, content in (("model.safetensors", src.read_bytes()),
+        for name, content in (("model.safetensors", weights),
                               ("config.json", json.dumps(run.cfg.to_dict(), indent=2).encode() + b"\n"),
                               ("training_report.json", json.dumps(report, indent=2).encode() + b"\n")):
             tmp = folder / (name + ".part")
             tmp.write_bytes(content)
             tmp.replace(folder / name)
         run.finish(phase, wall_s=round(time.time() - t0), folder=str(folder))
-        log(f"exported {folder} ({src.stat().st_size / 1e6:.1f} MB)")
+        log(f"exported {folder} ({len(weights) / 1e6:.1f} MB)")
         return True
     raise ValueError(f"unknown phase kind {phase.kind!r}")
+
+
+def warm_start_prior(run: Run, folder: Path, s: PriorSettings) -> None:
+    """Start this prior phase at an earlier one's final weights and Adam moments (step 0); stage-count biases
+    that the earlier prior lacks start at zero, with Adam afresh."""
+    from .prior import PriorNet
+    from .train import load_checkpoint, prior_fields, save_checkpoint
+
+    source = run.recipe.phase(s.continue_from)
+    src = load_checkpoint(run.out / source.name / "prior.ckpt", "cpu")
+    if source.kind != "prior" or src is None:
+        raise ValueError(f"continue_from {s.continue_from!r}: not a prior phase that has run")
+    net = PriorNet(run.cfg)
+    missing = net.load_state_dict(src["prior"], strict=False).missing_keys
+    warm = {**src, "step": 0, "report": json.dumps({"warm_start": f"{source.name} step {src['step']}"})}
+    if missing:
+        if sorted(missing) != ["count_bias1", "count_bias3"]:
+            raise ValueError(f"continue_from {s.continue_from!r}: a prior of another shape (missing {missing})")
+        warm.update(prior=net.state_dict(), prior_fields=list(prior_fields(run.cfg)),
+                    optimizer=torch.optim.Adam(net.parameters(), lr=s.lr).state_dict())
+    save_checkpoint(folder / "prior.ckpt", warm)
 
 
 def coarse_codes(run: Run):
