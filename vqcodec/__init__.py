@@ -16,7 +16,7 @@ DEFAULT_MAX_PIXELS = 1 << 27   # decoding and reading refuse larger images unles
 METADATA_CHOICES = ("all", "none", "icc", "exif", "xmp")   # what compress keeps of ICC / EXIF / XMP
 ALPHA_CHOICES = ("keep", "drop")
 EFFORT_BEAMS = (1, 4)         # --effort 0, 1: the residual quantizer's beam (1: greedy nearest codes); 4 measured
-DEFAULT_EFFORT = 1            # -6 % BD-rate, 8 no better (benchmarks/README.md, "Beam search over the stages")
+DEFAULT_EFFORT = 1            # -6 % BD-rate, 8 no better (experiments/beam-search.md)
 
 __all__ = ["compress", "compress_to_size", "decompress", "read_info", "DEFAULT_QUALITY", "DEFAULT_MAX_PIXELS", "__version__"]
 

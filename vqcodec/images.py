@@ -270,11 +270,14 @@ def _check_alpha_png(png: bytes, width: int, height: int) -> None:
         raise ValueError("alpha plane of the wrong size or mode")
     expected = height * (width + 1)
     inflater, got = zlib.decompressobj(), 0
-    for chunk in idat:
-        pending = chunk
-        while pending and got <= expected and not inflater.eof:   # at most 4 MiB of output at a time
-            got += len(inflater.decompress(pending, min(1 << 22, expected + 1 - got)))
-            pending = inflater.unconsumed_tail
+    try:
+        for chunk in idat:
+            pending = chunk
+            while pending and got <= expected and not inflater.eof:   # at most 4 MiB of output at a time
+                got += len(inflater.decompress(pending, min(1 << 22, expected + 1 - got)))
+                pending = inflater.unconsumed_tail
+    except zlib.error:
+        raise ValueError("alpha plane PNG does not inflate") from None
     if got != expected or not inflater.eof:
         raise ValueError("alpha plane PNG holds the wrong number of rows")
 

@@ -1,3 +1,6 @@
+# Frozen record, not maintained. It ran as benchmarks/coarse_levels.py (first at commit 4073571); the record is
+# experiments/coarse-levels.md. Its paths (benchmarks/..., benchmarks/results/...) and its imports of other
+# benchmarks/ scripts are as they were then: run it from that commit, not from here.
 """Rate and PSNR of stage 0 limited to its first n coarse codes, on fixed training crops (not Kodak:
 this chooses the coarse levels' sizes).
 

@@ -1,3 +1,6 @@
+# Frozen record, not maintained. It ran as benchmarks/alpha_cost.py (first at commit e17c3cf); the record is
+# experiments/alpha-lossless.md. Its paths (benchmarks/..., benchmarks/results/...) and its imports of other
+# benchmarks/ scripts are as they were then: run it from that commit, not from here.
 """What alpha costs, lossless (the format's choice) against coding it lossy as a grayscale image.
 
     python benchmarks/alpha_cost.py

@@ -1,3 +1,6 @@
+# Frozen record, not maintained. It ran as benchmarks/scalar_refinement.py (first at commit 8230c21); the record is
+# experiments/scalar-refinement.md. Its paths (benchmarks/..., benchmarks/results/...) and its imports of other
+# benchmarks/ scripts are as they were then: run it from that commit, not from here.
 """A scalar refinement layer after the first residual stages, against more residual stages (proxy, training
 crops, not Kodak).
 

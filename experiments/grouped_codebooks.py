@@ -1,3 +1,6 @@
+# Frozen record, not maintained. It ran as benchmarks/grouped_codebooks.py (first at commit 47c6a78); the record is
+# experiments/grouped-codebooks.md. Its paths (benchmarks/..., benchmarks/results/...) and its imports of other
+# benchmarks/ scripts are as they were then: run it from that commit, not from here.
 """Grouped low-dimensional codebooks for the deep residual stages against one 32-dimensional codebook per
 stage (issue 8, item 3), measured on training crops (not Kodak).
 

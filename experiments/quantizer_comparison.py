@@ -1,3 +1,6 @@
+# Frozen record, not maintained. It ran as benchmarks/quantizer_comparison.py (first at commit d40dbd4); the record is
+# experiments/rvq-vs-fsq.md. Its paths (benchmarks/..., benchmarks/results/...) and its imports of other
+# benchmarks/ scripts are as they were then: run it from that commit, not from here.
 """EMA residual VQ against residual FSQ, trained the same way at the same bits per latent.
 
 Both arms share vqcodec's encoder and decoder, training loop, data and quantizer dropout; only the

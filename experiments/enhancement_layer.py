@@ -1,3 +1,6 @@
+# Frozen record, not maintained. It ran as benchmarks/enhancement_layer.py (first at commit 9b9747e); the record is
+# experiments/enhancement-layer.md. Its paths (benchmarks/..., benchmarks/results/...) and its imports of other
+# benchmarks/ scripts are as they were then: run it from that commit, not from here.
 """A pixel-domain enhancement layer on top of the VQ codec, against the codec's own top qualities (proxy,
 training crops, not Kodak).
 

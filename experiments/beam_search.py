@@ -1,3 +1,6 @@
+# Frozen record, not maintained. It ran as benchmarks/beam_search.py (first at commit 29d7bee); the record is
+# experiments/beam-search.md and experiments/latent-refinement.md. Its paths (benchmarks/..., benchmarks/results/...) and its imports of other
+# benchmarks/ scripts are as they were then: run it from that commit, not from here.
 """Beam search over the residual stages against greedy nearest codes, on training crops (not Kodak).
 
     python benchmarks/beam_search.py [--model NAME] [--crops 12] [--arms b1,b4,b8] [--stages 1,2,3,5,7,10]

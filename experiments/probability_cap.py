@@ -1,3 +1,6 @@
+# Frozen record, not maintained. It ran as benchmarks/probability_cap.py (first at commit 31bcf33); the record is
+# experiments/probability-cap.md. Its paths (benchmarks/..., benchmarks/results/...) and its imports of other
+# benchmarks/ scripts are as they were then: run it from that commit, not from here.
 """What it costs to cap each coded symbol's probability (the work bound of format version 2).
 
     python benchmarks/probability_cap.py [--data ../shared/data/train]

@@ -1,3 +1,6 @@
+# Frozen record, not maintained. It ran as benchmarks/metric_search.py (first at commit 5dcb21b); the record is
+# experiments/metric-search.md. Its paths (benchmarks/..., benchmarks/results/...) and its imports of other
+# benchmarks/ scripts are as they were then: run it from that commit, not from here.
 """The residual quantizer's search under the decoder's own metric, measured on training crops (not Kodak).
 
     python benchmarks/metric_search.py [--model vqf8-v8] [--variants euclid,metric,diag] [--out results/metric_search.json]

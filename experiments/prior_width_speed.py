@@ -1,3 +1,6 @@
+# Frozen record, not maintained. It ran as benchmarks/prior_width_speed.py (first at commit eacb101); the record is
+# experiments/prior-width.md. Its paths (benchmarks/..., benchmarks/results/...) and its imports of other
+# benchmarks/ scripts are as they were then: run it from that commit, not from here.
 """What a wider prior would cost at decode time: the prior's share of one decode, by width.
 
     python benchmarks/prior_width_speed.py [--widths 64,96,128] [--repeat 5]

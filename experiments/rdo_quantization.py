@@ -1,3 +1,6 @@
+# Frozen record, not maintained. It ran as benchmarks/rdo_quantization.py (first at commit 31632f3); the record is
+# experiments/rdo-quantization.md. Its paths (benchmarks/..., benchmarks/results/...) and its imports of other
+# benchmarks/ scripts are as they were then: run it from that commit, not from here.
 """Rate-constrained index choice (vqcodec/rdo.py) against nearest codes, on training crops (not Kodak).
 
     python benchmarks/rdo_quantization.py [--lams 0,0.5,1,2,4,8] [--crops 24]

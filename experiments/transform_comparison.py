@@ -1,3 +1,6 @@
+# Frozen record, not maintained. It ran as benchmarks/transform_comparison.py (first at commit fb3ffa7); the record is
+# experiments/transform-comparison.md and experiments/finetune-from-v3.md. Its paths (benchmarks/..., benchmarks/results/...) and its imports of other
+# benchmarks/ scripts are as they were then: run it from that commit, not from here.
 """Transforms compared at equal training time, on training crops (not Kodak): issue 8's "a transform without a
 low ceiling".
 

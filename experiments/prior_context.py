@@ -1,3 +1,6 @@
+# Frozen record, not maintained. It ran as benchmarks/prior_context.py (first at commit 2152108); the record is
+# experiments/prior-context.md, experiments/stage0-prior.md and experiments/prior-width.md. Its paths (benchmarks/..., benchmarks/results/...) and its imports of other
+# benchmarks/ scripts are as they were then: run it from that commit, not from here.
 """Prior contexts compared at equal steps on a trained model's indices (training crops, not Kodak).
 
     python benchmarks/prior_context.py --model vqf8-v3 --arms k3p4,k5p4,k5p6,k3p4+s0k5p6 --steps 1500 [--crops 600]

@@ -1,3 +1,6 @@
+# Frozen record, not maintained. It ran as benchmarks/where_bits_go.py (first at commit 31632f3); the record is
+# experiments/where-bits-go.md. Its paths (benchmarks/..., benchmarks/results/...) and its imports of other
+# benchmarks/ scripts are as they were then: run it from that commit, not from here.
 """Where the dB and the bits go in the shipped model: transform, each residual stage, the prior (issue 8).
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/where_bits_go.py [--model NAME]

@@ -1,3 +1,6 @@
+# Frozen record, not maintained. It ran as benchmarks/klt_baseline.py (first at commit 31632f3); the record is
+# experiments/where-bits-go.md. Its paths (benchmarks/..., benchmarks/results/...) and its imports of other
+# benchmarks/ scripts are as they were then: run it from that commit, not from here.
 """A linear baseline: the KLT (PCA) of 8x8x3 pixel blocks, fitted on training photos (issue 8).
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/klt_baseline.py
