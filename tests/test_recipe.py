@@ -150,3 +150,33 @@ def test_refinement_probabilities_sum_to_one():
     for scale in (0.05, 0.7, 3.0, 40.0):
         p = torch.pow(2.0, -gaussian_bits(q, torch.full_like(q, scale)))
         assert abs(float(p.sum()) - 1) < 1e-4
+
+
+def test_torchrun_trains_in_step_on_two_cpu_processes_and_resumes(tiny, tmp_path):
+    """The same command under torchrun: DistributedDataParallel over gloo, each rank its own crops, codebook
+    statistics all-reduced: identical weights on both ranks, a falling loss, and a resume after a stop."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    path, out = tiny
+    recipe = json.loads(path.read_text())
+    recipe["phases"] = [dict(TINY_PHASES[0], steps=300, eval_every=0, lr=2e-3, checkpoint_minutes=0)]
+    path.write_text(json.dumps(recipe))
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
+    assert torchrun, "torchrun is installed with torch"
+    command = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "vqcodec.cli", "train", "--recipe",
+               str(path), "--out", str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    first = subprocess.run(command + ["--time-limit", "6"], capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "time limit: phase autoencoder stopped" in first.stdout
+    assert not (out / "phases.json").exists() and (out / "autoencoder" / "autoencoder.ckpt").exists()
+    second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "resumed autoencoder from step" in second.stdout
+    state = json.loads((out / "phases.json").read_text())["autoencoder"]
+    assert state["done"] and state["steps"] == 300 and state["ranks"] == 2
+    assert state["ranks_in_sync"] is True
+    assert state["loss_end"] < state["loss_start"]

@@ -8,8 +8,28 @@ The decoder never reads it.
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+def distributed() -> bool:
+    """Whether this process is one rank of several (torchrun): codebook statistics are then shared."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def all_sum(t: torch.Tensor) -> torch.Tensor:
+    """The sum of t over every rank (t itself when training in one process)."""
+    if distributed():
+        dist.all_reduce(t)
+    return t
+
+
+def from_rank0(t: torch.Tensor) -> torch.Tensor:
+    """Rank 0's t on every rank (in place): a choice made at random stays the same on every rank."""
+    if distributed():
+        dist.broadcast(t, 0)
+    return t
 
 
 class VectorQuantizer(nn.Module):
@@ -50,11 +70,11 @@ class VectorQuantizer(nn.Module):
     def kmeans_init(self, z: torch.Tensor, iters: int = 10) -> None:
         """Initialise the codebook by k-means on the first batch."""
         z = z.float()
-        cb = z[torch.randint(0, z.shape[0], (self.codebook_size,), device=z.device)].clone()
+        cb = from_rank0(z[torch.randint(0, z.shape[0], (self.codebook_size,), device=z.device)].clone())
         for _ in range(iters):
             idx = ((z.pow(2).sum(1, keepdim=True) - 2 * z @ cb.t() + cb.pow(2).sum(1)[None])).argmin(1)
-            counts = torch.bincount(idx, minlength=self.codebook_size).float()
-            sums = torch.zeros_like(cb).index_add_(0, idx, z)
+            counts = all_sum(torch.bincount(idx, minlength=self.codebook_size).float())
+            sums = all_sum(torch.zeros_like(cb).index_add_(0, idx, z))
             filled = counts > 0
             cb[filled] = sums[filled] / counts[filled, None]
         self.codebook.copy_(cb)
@@ -65,8 +85,8 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def ema_update(self, z: torch.Tensor, indices: torch.Tensor) -> None:
         z = z.float()
-        onehot_counts = torch.bincount(indices, minlength=self.codebook_size).float()
-        sums = torch.zeros_like(self.embed_sum).index_add_(0, indices, z)
+        onehot_counts = all_sum(torch.bincount(indices, minlength=self.codebook_size).float())
+        sums = all_sum(torch.zeros_like(self.embed_sum).index_add_(0, indices, z))
         self.cluster_size.mul_(self.decay).add_(onehot_counts, alpha=1 - self.decay)
         self.embed_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
         n = self.cluster_size.sum()
@@ -80,7 +100,7 @@ class VectorQuantizer(nn.Module):
         n_dead = int(dead.sum())
         if n_dead:
             z = z.float()
-            pick = z[torch.randint(0, z.shape[0], (n_dead,), device=z.device)]
+            pick = from_rank0(z[torch.randint(0, z.shape[0], (n_dead,), device=z.device)].contiguous())
             self.codebook[dead] = pick
             self.embed_sum[dead] = pick
             self.cluster_size[dead] = 1.0

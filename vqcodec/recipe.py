@@ -141,8 +141,10 @@ def settings_dict(settings) -> dict:
 class Run:
     """One recipe's run folder OUT: its phases' state, and what phases hand on to each other."""
 
-    def __init__(self, recipe: Recipe, out: Path, data: Path, device: str, log=print, stop_at: float | None = None):
+    def __init__(self, recipe: Recipe, out: Path, data: Path, device: str, log=print, stop_at: float | None = None,
+                 rank: int = 0, world: int = 1):
         self.recipe, self.out, self.data, self.device, self.log, self.stop_at = recipe, out, data, device, log, stop_at
+        self.rank, self.world = rank, world
         self.cfg = recipe.model
         self._images = self._val = None
         self.state_path = out / "phases.json"
@@ -230,9 +232,13 @@ def run_phase(run: Run, phase: Phase) -> bool:
                                stop_at=run.stop_at, init=init, val=run.val())
         if ae.steps_done < s.steps:
             return False
+        if run.rank != 0:
+            return True
         run.save_autoencoder(ae)
+        extra = {} if ae.ranks_in_sync is None else {"ranks": run.world, "ranks_in_sync": ae.ranks_in_sync}
         run.finish(phase, steps=ae.steps_done, wall_s=round(ae.train_seconds),
-                   megapixels_per_s=round(ae.megapixels_per_s, 4))
+                   megapixels_per_s=round(ae.megapixels_per_s, 4), loss_start=ae.loss_start, loss_end=ae.loss_end,
+                   **extra)
         return True
     if phase.kind == "ecvq":
         from .data import CropSampler
@@ -366,23 +372,50 @@ def run_recipe(recipe: Recipe, out: Path, data: Path | None = None, device: str 
     data = Path(data if data is not None else recipe.data)
     if not data.is_dir():
         raise ValueError(f"training data folder {data} does not exist (the recipe's \"data\", or --data)")
+    device, rank, world = init_distributed(device)
+    if rank != 0:
+        log = lambda *a, **k: None  # noqa: E731 - rank 0 logs and writes the run folder
     out.mkdir(parents=True, exist_ok=True)
     saved = out / "recipe.json"
     mine = json.dumps(recipe_dict(recipe), indent=2) + "\n"
     if saved.exists() and json.loads(saved.read_text()).get("model") != json.loads(mine)["model"]:
         raise ValueError(f"{out} belongs to a recipe with another model; use another --out")
-    saved.write_text(mine)
-    run = Run(recipe, out, data, device, log, stop_at)
+    if rank == 0:
+        saved.write_text(mine)
+    run = Run(recipe, out, data, device, log, stop_at, rank, world)
     todo = [recipe.phase(phase)] if phase is not None else list(recipe.phases)
     for p in todo:
         if run.done(p):
             log(f"phase {p.name}: done")
             continue
+        if rank != 0 and p.kind != "autoencoder":
+            continue  # under torchrun, only the autoencoder phase is distributed; rank 0 runs the others
         log(f"phase {p.name} ({p.kind}): {json.dumps(settings_dict(p.settings))}")
         if not run_phase(run, p):
             log(f"time limit: phase {p.name} stopped with a checkpoint; the same command resumes it")
             return False
     return True
+
+
+def init_distributed(device: str) -> tuple[str, int, int]:
+    """Under torchrun (WORLD_SIZE > 1): join the process group, gloo on the CPU and NCCL on CUDA, each rank on
+    its own GPU -> (device, rank, world size). Otherwise (device, 0, 1)."""
+    import datetime
+    import os
+
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return device, 0, 1
+    if not dist.is_initialized():
+        cuda = device.startswith("cuda")
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(hours=12))
+        if cuda:
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            device = f"cuda:{local}"
+    return device, dist.get_rank(), dist.get_world_size()
 
 
 def recipe_dict(recipe: Recipe) -> dict:

@@ -7,6 +7,7 @@ import math
 import random
 import re
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -307,8 +308,13 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, settings: Autoenc
     (`start_from`) when there is no checkpoint yet. val: held-out crops for the learning curve
     (OUT/curve.jsonl, every settings.eval_every steps).
     """
+    from .quantizer import all_sum, distributed
+
     st = settings
     steps, batch_size, crop = st.steps, st.batch_size, st.crop
+    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed() else (0, 1)
+    if rank != 0:
+        log = lambda *a, **k: None  # noqa: E731 - only rank 0 logs, checkpoints and measures
     ckpt_path = out_dir / "autoencoder.ckpt"
     model = VQAutoencoder(cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=st.lr)
@@ -331,8 +337,17 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, settings: Autoenc
         basis, mean = fit_klt(images, cfg.downsampling, cfg.latent_dim)
         model.set_linear_transform(basis.to(device), mean.to(device))
         log(f"linear transform: the KLT of {cfg.downsampling}x{cfg.downsampling}x3 blocks, first {cfg.latent_dim} components")
-    sampler = CropSampler(images, crop, seed=start)
-    gen = torch.Generator().manual_seed(start)
+    seed = start + 1_000_003 * rank                   # each rank its own crops and levels
+    sampler = CropSampler(images, crop, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # codebook buffers stay in step by all-reduced statistics (quantizer.all_sum), not by broadcasting
+        warnings.filterwarnings("ignore", message=".*broadcast_buffers.*")
+        warnings.filterwarnings("ignore", message="Grad strides do not match")  # conv layouts under bf16
+        net = DistributedDataParallel(model, broadcast_buffers=False, find_unused_parameters=True)
     device_type = "cuda" if device.startswith("cuda") else "cpu"
     scaler = torch.amp.GradScaler("cuda", enabled=False)  # bf16 needs no loss scaling
     lambdas = st.refine_lambda(cfg.refine_levels) if cfg.refine_levels else None
@@ -342,6 +357,8 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, settings: Autoenc
     curve_path = out_dir / "curve.jsonl"
 
     def checkpoint(step: int) -> None:
+        if rank != 0:
+            return
         state = dict(config=cfg.to_dict(), model=model.state_dict(), step=step,
                      elapsed_s=elapsed_before + time.time() - t0)
         if not slim:
@@ -358,8 +375,12 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, settings: Autoenc
 
     mp_done, train_s = 0.0, 0.0
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="autoencoder", unit="step", mininterval=10)
+    first_loss = None
     for step in bar:
-        if stop_at is not None and time.time() + 2 * step_s > stop_at:
+        stop = stop_at is not None and time.time() + 2 * step_s > stop_at
+        if world > 1:   # every rank stops at the same step
+            stop = bool(all_sum(torch.tensor([float(stop)], device=device)) > 0)
+        if stop:
             break
         t_step = time.time()
         for g in opt.param_groups:
@@ -368,7 +389,7 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, settings: Autoenc
         levels, bases = sample_levels(batch_size, cfg, st.refine_share, gen)
         levels, bases = levels.to(device), None if bases is None else bases.to(device)
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=st.bf16):
-            recon, commit, _, bits = model(x, levels, bases)
+            recon, commit, _, bits = net(x, levels, bases)
         mse_per = (recon.float() - x).pow(2).mean((1, 2, 3))
         loss_per = mse_per
         if lambdas is not None:
@@ -382,17 +403,21 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, settings: Autoenc
         scaler.update()
         if restart_due(step, steps):
             with torch.no_grad(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=st.bf16):
-                restarted = model.rvq.restart_dead_codes(model._flatten(model.encoder(x)).float())
+                flat = model._flatten(model.encoder(x)).float()
+            restarted = model.rvq.restart_dead_codes(flat)
         full = levels == cfg.num_stages
         if full.any():
             p = float(-10 * torch.log10(mse_per.detach()[full].mean().clamp_min(1e-10)))
             ema_psnr = p if ema_psnr is None else 0.98 * ema_psnr + 0.02 * p
         bar.set_postfix(loss=f"{loss.item():.5f}", psnr_full=f"{ema_psnr or 0:.2f}", refresh=False)
+        value = float(loss.detach())
+        first_loss = value if first_loss is None else first_loss
+        ema_loss = value if step == start else 0.95 * ema_loss + 0.05 * value
         done = step + 1
         step_s = time.time() - t_step
         mp_done += batch_size * crop * crop / 1e6
         train_s += step_s
-        if val is not None and st.eval_every and (done % st.eval_every == 0 or done == steps):
+        if rank == 0 and val is not None and st.eval_every and (done % st.eval_every == 0 or done == steps):
             curve_point(done)
         if time.time() - last_ckpt > 60 * st.checkpoint_minutes or done == steps:
             checkpoint(done)
@@ -407,8 +432,20 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, settings: Autoenc
         f"{mp_done / max(train_s, 1e-9):.3f} megapixels/s")
     model.steps_done = done
     model.train_seconds = elapsed_before + seconds  # wall time over all resumed runs
-    model.megapixels_per_s = mp_done / max(train_s, 1e-9)
+    model.megapixels_per_s = world * mp_done / max(train_s, 1e-9)
+    model.loss_start, model.loss_end = first_loss, (ema_loss if first_loss is not None else None)
+    model.ranks_in_sync = ranks_in_sync(model) if world > 1 else None
     return model
+
+
+def ranks_in_sync(model: torch.nn.Module) -> bool:
+    """Whether every rank holds the same weights and codebooks (a float64 checksum of every tensor)."""
+    import torch.distributed as dist
+
+    sums = torch.stack([t.detach().double().sum() for t in model.state_dict().values() if t.is_floating_point()])
+    gathered = [torch.zeros_like(sums) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, sums)
+    return all(torch.equal(g, gathered[0]) for g in gathered)
 
 
 # --- coarse levels ---------------------------------------------------------------------------
