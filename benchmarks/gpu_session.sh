@@ -3,8 +3,8 @@
 # with what is left of the budget:
 #   1. the cross-device check: Kodak compressed on the GPU, one tar for `device_check.py verify` here;
 #   2. `vqcodec bench --codecs vqcodec --device cuda` (whole files, 24 Kodak images, every quality);
-#   3. autoencoder training until the budget's end, resuming from runs/gpu when it is carried,
-#      else starting from $INIT; its checkpoint comes back in two parts.
+#   3. the autoencoder phase of $RECIPE until the budget's end (`vqcodec train --recipe --phase`), resuming
+#      from runs/gpu when it is carried; its checkpoint comes back in parts.
 # Everything it returns is under $OUT (at most 8 files): device_check.tar, bench_cuda.tar, session.log and
 # the checkpoint's parts.
 #
@@ -19,10 +19,8 @@ export PYTHONUNBUFFERED=1
 : "${OUT:?set OUT (the device tool sets it)}"
 DEVICE=${DEVICE:-cuda}
 BUDGET_S=${BUDGET_S:-510}           # seconds for all three steps
-STEPS=${STEPS:-60000}               # the schedule's length: keep it the same in every call of a run
-INIT=${INIT:-vqf8-v13}              # where a run without a checkpoint starts
-LR=${LR:-1e-4}
-BATCH=${BATCH:-8}
+RECIPE=${RECIPE:-models/vqf8-r1/recipe.json}   # the model being trained (its schedule, its length)
+PHASE=${PHASE:-autoencoder}
 PACK=${PACK:-packs}
 RUN=${RUN:-runs/gpu}                # the checkpoint folder (carry it to resume)
 QUALITIES=${QUALITIES:-1,3,6,9,12}
@@ -56,7 +54,7 @@ echo "bench: $(( $(date +%s) - t )) s"
 limit=$(( $(left) - 20 ))
 echo "== 3. training, time limit $limit s"
 if [ "$limit" -lt 60 ]; then echo "too little time left to train"; exit 0; fi
-if ls "$RUN"/autoencoder.ckpt* >/dev/null 2>&1; then echo "resuming from $RUN"; else echo "no checkpoint carried: starting from $INIT"; fi
-python3 -m vqcodec.cli train "$PACK" --out "$RUN" --init-from "$INIT" --lr "$LR" --steps "$STEPS" --batch-size "$BATCH" \
-  --device "$DEVICE" --autoencoder-only --slim-checkpoints --copy-checkpoints-to "$OUT" --time-limit "$limit"
+if ls "$RUN/$PHASE"/autoencoder.ckpt* >/dev/null 2>&1; then echo "resuming from $RUN"; else echo "no checkpoint carried: starting $RECIPE afresh"; fi
+python3 -m vqcodec.cli train --recipe "$RECIPE" --phase "$PHASE" --data "$PACK" --out "$RUN" --device "$DEVICE" \
+  --copy-checkpoints-to "$OUT" --slim-checkpoints --time-limit "$limit"
 echo "== done in $(( $(date +%s) - start )) s"

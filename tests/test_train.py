@@ -11,62 +11,46 @@ from PIL import Image
 
 from vqcodec.cli import cli
 
-TINY_CONFIG = json.dumps({"channels": [8, 16], "latent_dim": 4, "codebook_size": 16, "num_stages": 2,
-                          "prior_hidden": 8, "coarse_sizes": [4]})
+TINY_MODEL = {"channels": [8, 16], "latent_dim": 4, "codebook_size": 16, "num_stages": 2, "prior_hidden": 8,
+              "coarse_sizes": [4], "transform": "conv", "stage_gains": False, "postfilter": 0,
+              "prior_stage_count": False, "stage0_prior_kernel": 0, "stage0_prior_passes": 0}
 
 
-def test_train_resume_export_and_use(tmp_path):
-    data = tmp_path / "photos"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (72, 90, 3), dtype=np.uint8)).save(data / f"{i}.png")
-    Image.fromarray(rng.integers(0, 255, (40, 50), dtype=np.uint8), "L").save(data / "gray.jpg")
-    args = ["train", str(data), "--out", str(tmp_path / "run"), "--name", "tiny-trained", "--steps", "3",
-            "--prior-steps", "3", "--batch-size", "2", "--crop", "32", "--prior-crop", "64", "--prior-crops", "4",
-            "--device", "cpu", "--config", TINY_CONFIG]
+def recipe(tmp_path, data, phases, model=None, name="tiny-trained"):
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({"recipe": 1, "name": name, "data": str(data), "model": model or TINY_MODEL,
+                                "phases": phases}))
+    return str(path)
+
+
+def test_a_model_started_from_another_takes_its_networks(tmp_path):
+    data = photos(tmp_path / "photos")
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 50), dtype=np.uint8), "L").save(data / "gray.jpg")
     runner = CliRunner()
-    first = runner.invoke(cli, args, catch_exceptions=False)
-    assert first.exit_code == 0, first.output
+    first = recipe(tmp_path, data, [{"phase": "autoencoder", "steps": 3, "batch_size": 2, "crop": 32},
+                                    {"phase": "coarse", "crops": 4, "crop": 32},
+                                    {"phase": "prior", "crops": 4, "crop": 64, "float_steps": 3, "qat_steps": 1},
+                                    {"phase": "export"}])
+    done = runner.invoke(cli, ["train", "--recipe", first, "--out", str(tmp_path / "run"), "--device", "cpu"])
+    assert done.exit_code == 0, done.output
     model_dir = tmp_path / "run" / "tiny-trained"
     report = json.loads((model_dir / "training_report.json").read_text())
-    assert report["uniform_bits_per_index"] == 4.0 and report["coded_bits_per_index"] > 0
-    again = runner.invoke(cli, args, catch_exceptions=False)  # everything is done: resumes and re-exports
-    assert again.exit_code == 0 and "resumed autoencoder from step 3" in again.output
-    assert "another autoencoder step" not in again.output  # same step: its indices and prior are reused
-    more = runner.invoke(cli, [a if a != "3" else "4" for a in args[:8]] + args[8:], catch_exceptions=False)
-    assert more.exit_code == 0 and "resumed autoencoder from step 3" in more.output
-    assert "indices.pt is from another autoencoder step: collecting the indices again" in more.output
-    assert "prior.ckpt is from another autoencoder step: training the prior afresh" in more.output
-    assert json.loads((model_dir / "training_report.json").read_text())["autoencoder_steps"] == 4
-    # the same autoencoder with stage 0's own prior window and schedule: a new prior, the indices reused
-    stage0 = json.dumps({**json.loads(TINY_CONFIG), "stage0_prior_kernel": 5, "stage0_prior_passes": 6})
-    other = runner.invoke(cli, [a if a != "3" else "4" for a in args[:-1]] + [stage0], catch_exceptions=False)
-    assert other.exit_code == 0 and "prior.ckpt has another prior config: training the prior afresh" in other.output
-    assert "collecting the indices again" not in other.output
-    assert json.loads((model_dir / "config.json").read_text())["stage0_prior_passes"] == 6
-
-    vq = tmp_path / "x.vq"
-    for quality in (1, 3):  # quality 1: the coarse level (stage 0 limited to 4 codes)
-        ok = runner.invoke(cli, ["compress", str(data / "0.png"), str(vq), "-q", str(quality), "-f",
-                                 "--model", str(model_dir)])
-        assert ok.exit_code == 0, ok.output
-        out = tmp_path / "x.png"
-        ok = runner.invoke(cli, ["decompress", str(vq), str(out), "-f", "--model", str(model_dir)])
-        assert ok.exit_code == 0 and Image.open(out).size == (90, 72)
-
-    # a new model started from this one: its config is the base, --config changes the transform
-    init = runner.invoke(cli, ["train", str(data), "--out", str(tmp_path / "run2"), "--steps", "1", "--batch-size",
-                               "2", "--crop", "32", "--device", "cpu", "--autoencoder-only", "--init-from",
-                               str(model_dir), "--config", '{"transform": "klt-hybrid"}'], catch_exceptions=False)
-    assert init.exit_code == 0 and "started from the trained autoencoder of tiny-trained" in init.output
-    ck = torch.load(tmp_path / "run2" / "autoencoder.ckpt", weights_only=True)
+    assert report["phases"]["prior"]["uniform_bits_per_index"] == 4.0
+    # a new model started from this one: a klt-hybrid takes the conv networks as its branches
+    second = recipe(tmp_path, data, [{"phase": "autoencoder", "steps": 1, "batch_size": 2, "crop": 32,
+                                      "init_from": str(model_dir)}], model={**TINY_MODEL, "transform": "klt-hybrid"},
+                    name="tiny-hybrid")
+    init = runner.invoke(cli, ["train", "--recipe", second, "--out", str(tmp_path / "run2"), "--device", "cpu"])
+    assert init.exit_code == 0 and "started from the trained autoencoder of tiny-trained" in init.output, init.output
+    ck = torch.load(tmp_path / "run2" / "autoencoder" / "autoencoder.ckpt", weights_only=True)
     assert ck["config"]["transform"] == "klt-hybrid" and list(ck["config"]["channels"]) == [8, 16]
 
 
 def test_train_refuses_an_empty_folder(tmp_path):
-    result = CliRunner().invoke(cli, ["train", str(tmp_path), "--out", str(tmp_path / "run")])
-    assert result.exit_code == 1 and result.output == f"Error: no images found under {tmp_path}\n"
+    (tmp_path / "empty").mkdir()
+    path = recipe(tmp_path, tmp_path / "empty", [{"phase": "autoencoder", "steps": 1}])
+    result = CliRunner().invoke(cli, ["train", "--recipe", path, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1 and result.output.endswith(f"Error: no images found under {tmp_path / 'empty'}\n")
 
 
 def test_no_dead_code_restart_in_the_last_steps():
@@ -97,25 +81,26 @@ def photos(folder, count=3, size=(72, 90)):
 
 
 def test_a_pack_of_crops_trains_and_a_time_limit_stops_and_resumes(tmp_path):
-    """The device workflow: a pack, autoencoder-only training without constriction, time limit, copies."""
+    """The device workflow: a pack, the autoencoder phase without constriction, a time limit, copies."""
     runner = CliRunner()
     pack = tmp_path / "packs" / "shard1"
-    made = runner.invoke(cli, ["train", str(photos(tmp_path / "photos")), "--make-pack", str(pack),
-                               "--pack-size-mb", "0.05", "--shard", "1", "--prior-crop", "48"])
+    made = runner.invoke(cli, ["pack", str(photos(tmp_path / "photos")), str(pack), "--size-mb", "0.05", "--shard",
+                               "1", "--crop", "48"])
     assert made.exit_code == 0, made.output
     info = json.loads((pack / "pack.json").read_text())
     crops = sorted(pack.glob("*.jpg"))
     assert info["crops"] == len(crops) > 3 and sum(p.stat().st_size for p in crops) <= 0.05 * 2**20
     assert {Image.open(p).size for p in crops} == {(48, 48)}
-    again = runner.invoke(cli, ["train", str(tmp_path / "photos"), "--make-pack", str(pack)])
+    again = runner.invoke(cli, ["pack", str(tmp_path / "photos"), str(pack)])
     assert again.exit_code == 1 and "is not empty" in again.output
 
     run, out = tmp_path / "run", tmp_path / "OUT"
 
     def train(steps, *extra, without_constriction=False):
-        args = ["train", str(tmp_path / "packs"), "--out", str(run), "--steps", str(steps), "--batch-size", "2",
-                "--crop", "32", "--device", "cpu", "--config", TINY_CONFIG, "--slim-checkpoints",
-                "--copy-checkpoints-to", str(out), *extra]
+        path = recipe(tmp_path, tmp_path / "packs", [{"phase": "autoencoder", "steps": steps, "batch_size": 2,
+                                                       "crop": 32, "checkpoint_minutes": 0}], name=f"p{steps}")
+        args = ["train", "--recipe", path, "--out", str(run), "--device", "cpu", "--copy-checkpoints-to", str(out),
+                *extra]
         if not without_constriction:
             done = runner.invoke(cli, args, catch_exceptions=False)
             assert done.exit_code == 0, done.output
@@ -126,18 +111,12 @@ def test_a_pack_of_crops_trains_and_a_time_limit_stops_and_resumes(tmp_path):
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout + done.stderr
 
-    first = train(2, "--autoencoder-only", without_constriction=True)
-    assert "no prior and no export" in first and not (run / "vqf8-custom").exists()
-    second = train(100000, "--time-limit", "1")  # stops cleanly, far from the end
-    stopped = int(second.split("stopped at autoencoder step ")[1].split()[0])
-    assert "resumed autoencoder from step 2 (no optimizer state" in second and 2 <= stopped < 100000
-    assert (out / "autoencoder.ckpt").read_bytes() == (run / "autoencoder.ckpt").read_bytes()
-    assert "optimizer" not in torch.load(out / "autoencoder.ckpt", weights_only=True)
-    third = train(stopped + 2, "--autoencoder-only")
-    assert f"resumed autoencoder from step {stopped}" in third and f"step {stopped + 2} " in third
-    # the pack's crops (--prior-crop sized) serve the prior too
-    train(stopped + 2, "--prior-crop", "48", "--prior-crops", "4", "--prior-steps", "3")
-    assert (run / "vqf8-custom" / "model.safetensors").exists() and (out / "prior.ckpt").exists()
+    first = train(100000, "--time-limit", "3", without_constriction=True)  # stops cleanly, far from the end
+    stopped = int(first.split("autoencoder steps 0..")[1].split()[0])
+    assert "time limit: phase autoencoder stopped" in first and 1 <= stopped < 100000
+    assert (out / "autoencoder.ckpt").read_bytes() == (run / "autoencoder" / "autoencoder.ckpt").read_bytes()
+    second = train(100000, "--time-limit", "3")
+    assert f"resumed autoencoder from step {stopped}" in second
 
 
 def test_large_checkpoints_are_split_and_joined_exactly(tmp_path):

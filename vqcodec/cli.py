@@ -675,80 +675,56 @@ def info(input, as_json):
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=False)
-@click.option("--recipe", "recipe_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Run a recipe (JSON: the model and its phases, e.g. models/NAME/recipe.json) into --out: every "
-                   "phase in order, each resumed where it stopped and skipped once done. DATA_DIR, if given, "
-                   "replaces the recipe's data folder.")
-@click.option("--phase", default=None, help="With --recipe: run only this phase.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/train"),
-              show_default=True, help="Checkpoints (over 15 MiB: split into files NAME.part1ofN ... of at most "
-                                      "15 MiB) and the exported model go here; a rerun resumes.")
-@click.option("--name", default="vqf8-custom", show_default=True, help="Name of the exported model.")
-@click.option("--steps", type=int, default=6000, show_default=True, help="Autoencoder training steps (total; a rerun with more steps continues, ramping the learning rate up again over 200 steps).")
-@click.option("--prior-steps", type=int, default=1500, show_default=True, help="Prior steps (float, then 1/3 more quantisation-aware).")
-@click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option("--crop", type=int, default=128, show_default=True)
-@click.option("--lr", type=float, default=3e-4, show_default=True)
-@click.option("--prior-crops", type=int, default=1600, show_default=True, help="Crops whose indices train the prior.")
-@click.option("--prior-crop", type=int, default=256, show_default=True, help="Size of those crops.")
+@click.option("--recipe", "recipe_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The recipe: a JSON file with the model and its phases (e.g. models/vqf8-v13/recipe.json).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="The run folder: checkpoints (over 15 MiB: split into files NAME.part1ofN ...), the learning "
+                   "curve, phases.json and the exported model OUT/NAME. A rerun resumes where it stopped.")
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Training images (a folder of photos, or of crop packs from `vqcodec pack`) instead of the "
+                   "recipe's \"data\".")
+@click.option("--phase", default=None, help="Run only this phase of the recipe.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--config", "config_json", default=None,
-              help="JSON object overriding model config fields, e.g. '{\"num_stages\": 8}'. coarse_sizes "
-                   "defaults to [32, 128] (the coarse quality levels below one full stage; [] for none).")
 @click.option("--time-limit", type=float, default=None, metavar="SECONDS",
-              help="Stop before SECONDS (counted from the start of training, after the imports), save a "
-                   "checkpoint and exit 0; the same command run again resumes.")
-@click.option("--autoencoder-only", is_flag=True,
-              help="Train (or resume) the autoencoder up to --steps, then stop: no prior, no export, no "
-                   "entropy coding (constriction is not needed).")
-@click.option("--slim-checkpoints", is_flag=True,
-              help="Leave the optimizer state out of autoencoder checkpoints (20 instead of 56 MiB with the "
-                   "default model); a resume from one starts Adam afresh, ramping the learning rate up again.")
+              help="Stop before SECONDS with a checkpoint and exit 0; the same command resumes.")
 @click.option("--copy-checkpoints-to", type=click.Path(file_okay=False, path_type=Path), default=None,
-              metavar="DIR", help="Also write every checkpoint into DIR, e.g. $OUT on a device machine (there "
-                                  "it comes back even if the command is killed).")
-@click.option("--init-from", default=None, metavar="MODEL",
-              help="Start the autoencoder from a trained model (a shipped model's name or a model folder) "
-                   "instead of from scratch; its config is the base that --config overrides. A conv model "
-                   "goes into a klt-hybrid model's branches, with the linear paths at zero.")
-@click.option("--make-pack", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="PACK_DIR",
-              help="Train nothing: write random --prior-crop sized crops of DATA_DIR's images into PACK_DIR "
-                   "(JPEG quality 95, 4:4:4), --pack-size-mb in all. Train on it with PACK_DIR, or a folder "
-                   "of packs, as DATA_DIR.")
-@click.option("--pack-size-mb", type=float, default=20, show_default=True,
-              help="With --make-pack: the pack's size in MiB.")
-@click.option("--shard", type=int, default=0, show_default=True,
-              help="With --make-pack: the pack's number; each has other crops, the images in another order.")
+              metavar="DIR", help="Also write the autoencoder's checkpoints into DIR (e.g. $OUT on a device machine).")
+@click.option("--slim-checkpoints", is_flag=True,
+              help="Leave Adam's state out of the autoencoder's checkpoints (a third of the size, to carry them "
+                   "between machines); a resume from one starts Adam afresh.")
 @library_errors
-def train(data_dir, recipe_file, phase, out, name, steps, prior_steps, batch_size, crop, lr, prior_crops, prior_crop, device, config_json,
-          time_limit, autoencoder_only, slim_checkpoints, copy_checkpoints_to, init_from, make_pack, pack_size_mb,
-          shard):
-    """Train a model on DATA_DIR, a folder of images or of crop packs (autoencoder, then prior), and export
-    it to OUT/NAME. With --make-pack, write a pack of crops of DATA_DIR's images instead."""
-    if recipe_file is not None:
-        from .recipe import Recipe, run_recipe
-        from .training_cli import pick_device
+def train(recipe_file, out, data, phase, device, time_limit, copy_checkpoints_to, slim_checkpoints):
+    """Train a model by its recipe: every phase in order (autoencoder, ecvq, coarse, decoder, prior, export),
+    each checkpointed, resumed after an interrupt and skipped once done. The photos named in vqcodec/holdout.txt
+    are held out of every phase; the learning curve (OUT/<phase>/curve.jsonl) is measured on them.
 
-        run_recipe(Recipe.load(recipe_file), out, data=data_dir, device=pick_device(device), phase=phase,
-                   log=click.echo, time_limit=time_limit)
-        return
-    if phase is not None:
-        raise click.UsageError("--phase needs --recipe")
-    if data_dir is None:
-        raise click.UsageError("give DATA_DIR, or --recipe")
-    if make_pack is not None:
-        from .train import make_pack as write_pack
+    \b
+      vqcodec train --recipe models/vqf8-v13/recipe.json --out runs/v13
+      vqcodec train --recipe my.json --out runs/my --phase prior
+      torchrun --nproc_per_node 2 -m vqcodec.cli train --recipe my.json --out runs/my   # DistributedDataParallel
+    """
+    from .recipe import Recipe, run_recipe
+    from .training_cli import pick_device
 
-        write_pack(data_dir, make_pack, pack_size_mb, shard=shard, crop=prior_crop, log=click.echo)
-        return
-    from .training_cli import run_training
+    run_recipe(Recipe.load(recipe_file), out, data=data, device=pick_device(device), phase=phase, log=click.echo,
+               time_limit=time_limit, copy_to=copy_checkpoints_to, slim=slim_checkpoints)
 
-    run_training(data_dir=data_dir, out=out, name=name, steps=steps, prior_steps=prior_steps,
-                 batch_size=batch_size, crop=crop, lr=lr, prior_crops=prior_crops, prior_crop=prior_crop,
-                 device=device, config_json=config_json, echo=click.echo, time_limit=time_limit,
-                 autoencoder_only=autoencoder_only, slim_checkpoints=slim_checkpoints,
-                 copy_checkpoints_to=copy_checkpoints_to, init_from=init_from)
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("pack_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--size-mb", type=float, default=20, show_default=True, help="The pack's size in MiB.")
+@click.option("--crop", type=int, default=256, show_default=True, help="Side of each crop in pixels.")
+@click.option("--shard", type=int, default=0, show_default=True,
+              help="The pack's number: each has other crops, the images in another order.")
+@library_errors
+def pack(data_dir, pack_dir, size_mb, crop, shard):
+    """Write random crops of DATA_DIR's images into PACK_DIR as JPEG files (quality 95, 4:4:4), SIZE_MB in all:
+    training data small enough to carry to another machine. Train on it with `vqcodec train --data PACK_DIR`
+    (or a folder of packs)."""
+    from .train import make_pack
+
+    make_pack(data_dir, pack_dir, size_mb, shard=shard, crop=crop, log=click.echo)
 
 
 def _register_bench():

@@ -142,9 +142,9 @@ class Run:
     """One recipe's run folder OUT: its phases' state, and what phases hand on to each other."""
 
     def __init__(self, recipe: Recipe, out: Path, data: Path, device: str, log=print, stop_at: float | None = None,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, copy_to: Path | None = None, slim: bool = False):
         self.recipe, self.out, self.data, self.device, self.log, self.stop_at = recipe, out, data, device, log, stop_at
-        self.rank, self.world = rank, world
+        self.rank, self.world, self.copy_to, self.slim = rank, world, copy_to, slim
         self.cfg = recipe.model
         self._images = self._val = None
         self.state_path = out / "phases.json"
@@ -229,7 +229,8 @@ def run_phase(run: Run, phase: Phase) -> bool:
         folder = run.out / phase.name
         folder.mkdir(parents=True, exist_ok=True)
         ae = train_autoencoder(run.cfg, run.images(s.crop), folder, s, device=run.device, log=log,
-                               stop_at=run.stop_at, init=init, val=run.val())
+                               stop_at=run.stop_at, init=init, val=run.val(), copy_to=run.copy_to,
+                               slim=run.slim)
         if ae.steps_done < s.steps:
             return False
         if run.rank != 0:
@@ -322,15 +323,11 @@ def run_phase(run: Run, phase: Phase) -> bool:
         tensors = load_file(str(run.out / priors[-1].name / "integer_prior.safetensors"))
         weights = VQCodec.serialize(run.autoencoder().cpu().eval(), IntegerPrior(run.cfg, tensors), coarse_codes(run))
         folder = run.out / run.recipe.name
-        folder.mkdir(parents=True, exist_ok=True)
         report = dict(recipe=run.recipe.name, phases={k: v for k, v in run.state.items()},
                       total_wall_s=sum(v.get("wall_s", 0) for v in run.state.values()))
-        for name, content in (("model.safetensors", weights),
-                              ("config.json", json.dumps(run.cfg.to_dict(), indent=2).encode() + b"\n"),
-                              ("training_report.json", json.dumps(report, indent=2).encode() + b"\n")):
-            tmp = folder / (name + ".part")
-            tmp.write_bytes(content)
-            tmp.replace(folder / name)
+        from .training_cli import export_model
+
+        export_model(weights, run.cfg, report, folder)
         run.finish(phase, wall_s=round(time.time() - t0), folder=str(folder))
         log(f"exported {folder} ({len(weights) / 1e6:.1f} MB)")
         return True
@@ -366,7 +363,7 @@ def coarse_codes(run: Run):
 
 
 def run_recipe(recipe: Recipe, out: Path, data: Path | None = None, device: str = "cpu", phase: str | None = None,
-               log=print, time_limit: float | None = None) -> bool:
+               log=print, time_limit: float | None = None, copy_to: Path | None = None, slim: bool = False) -> bool:
     """Run every phase in order (or only `phase`), skipping those already done. True when all ran to the end."""
     stop_at = None if time_limit is None else time.time() + time_limit
     data = Path(data if data is not None else recipe.data)
@@ -382,7 +379,7 @@ def run_recipe(recipe: Recipe, out: Path, data: Path | None = None, device: str 
         raise ValueError(f"{out} belongs to a recipe with another model; use another --out")
     if rank == 0:
         saved.write_text(mine)
-    run = Run(recipe, out, data, device, log, stop_at, rank, world)
+    run = Run(recipe, out, data, device, log, stop_at, rank, world, copy_to, slim)
     todo = [recipe.phase(phase)] if phase is not None else list(recipe.phases)
     for p in todo:
         if run.done(p):
