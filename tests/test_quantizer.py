@@ -224,3 +224,34 @@ def test_a_postfilter_starts_as_the_identity_and_conditions_on_each_samples_stag
     assert torch.equal(filtered.decode(z, torch.tensor([1, 3]), postfilter=False), plain.decode(z, torch.tensor([1, 3])))
     with pytest.raises(ValueError, match="postfilter must be from 0 to 64, not 65"):
         ModelConfig(postfilter=65)
+
+
+def test_refinement_grows_out_of_a_trained_model_exactly():
+    """A klt-hybrid model with refinement started from one without decodes every VQ quality as it did."""
+    from vqcodec.autoencoder import VQAutoencoder
+    from vqcodec.config import ModelConfig
+    from vqcodec.train import start_from
+
+    base = ModelConfig(name="t", channels=(8, 16), latent_dim=6, codebook_size=16, num_stages=3,
+                       transform="klt-hybrid", stage_gains=True, postfilter=4)
+    torch.manual_seed(0)
+    src = VQAutoencoder(base).train()
+    with torch.no_grad():
+        src.rvq(torch.randn(512, 6))
+        for p in src.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    src.eval()
+    grown_cfg = ModelConfig.from_dict({**base.to_dict(), "refine_levels": 2, "refine_dim": 5, "refine_hidden": 8})
+    grown = VQAutoencoder(grown_cfg)
+    basis = torch.linalg.qr(torch.randn(48, 11))[0].t()                       # (11, 3*4*4) orthonormal rows
+    start_from(grown, src, (basis, torch.full((3,), 0.5)))
+    grown.eval()
+    x = torch.rand(2, 3, 16, 16)
+    idx = src.encode_indices(x, 3)
+    assert torch.equal(grown.encode_indices(x, 3), idx)
+    for q in (1, 3):
+        assert torch.allclose(grown.decode_indices(idx[..., :q]), src.decode_indices(idx[..., :q]), atol=1e-5)
+    assert torch.equal(grown.encoder.linear.weight[6:], basis[6:].reshape(5, 3, 4, 4))
+    with torch.no_grad():
+        out, _, _, bits = grown(x, torch.tensor([4, 5]), torch.tensor([1, 3]), noise=False)
+    assert out.shape == x.shape and bool((bits > 0).all())

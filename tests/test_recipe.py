@@ -13,7 +13,7 @@ from vqcodec.recipe import Recipe
 
 TINY_MODEL = {"channels": [8, 16], "latent_dim": 8, "codebook_size": 32, "num_stages": 3, "prior_hidden": 8,
               "coarse_sizes": [8], "transform": "klt-hybrid", "stage_gains": True, "postfilter": 4,
-              "refine_levels": 2, "refine_hidden": 8, "prior_stage_count": True}
+              "refine_levels": 2, "refine_dim": 4, "refine_hidden": 8, "prior_stage_count": True}
 TINY_PHASES = [{"phase": "autoencoder", "steps": 40, "crop": 32, "batch_size": 4, "eval_every": 20},
                {"phase": "ecvq", "fit_crops": 8, "crop": 32, "iters": 2, "cost_scale": 0.7},
                {"phase": "coarse", "crops": 16, "crop": 32},

@@ -27,7 +27,7 @@ class Encoder(nn.Module):
         for i in range(1, len(c)):
             layers += [nn.Conv2d(c[i - 1], c[i], 3, stride=2, padding=1), nn.ReLU(inplace=True)]
             layers += [ResBlock(c[i]) for _ in range(i)]
-        layers += [nn.Conv2d(c[-1], cfg.latent_dim, 1)]
+        layers += [nn.Conv2d(c[-1], cfg.total_dim, 1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x):  # (B, 3, H, W) in [0, 1] -> (B, D, H/f, W/f)
@@ -38,7 +38,7 @@ class Decoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         c = cfg.channels
-        layers: list[nn.Module] = [nn.Conv2d(cfg.latent_dim, c[-1], 3, padding=1), nn.ReLU(inplace=True)]
+        layers: list[nn.Module] = [nn.Conv2d(cfg.total_dim, c[-1], 3, padding=1), nn.ReLU(inplace=True)]
         layers += [ResBlock(c[-1]) for _ in range(len(c) - 1)]
         for i in range(len(c) - 1, 0, -1):
             layers += [nn.Conv2d(c[i], c[i - 1] * 4, 3, padding=1), nn.PixelShuffle(2), nn.ReLU(inplace=True)]
@@ -68,9 +68,11 @@ class StageGains(nn.Module):
         self.film_gain = nn.Parameter(torch.ones(stages, channels))
         self.film_offset = nn.Parameter(torch.zeros(stages, channels))
 
-    def forward(self, z, stages: torch.Tensor):  # z (B, D, h, w), stages (B,) in 1..S -> (z', film)
+    def forward(self, z, stages: torch.Tensor):  # z (B, D [+ R], h, w), stages (B,) in 1..levels -> (z', film)
         q = stages.long() - 1
-        z = z * self.latent_gain[q][:, :, None, None] + self.latent_offset[q][:, :, None, None]
+        d = self.latent_gain.shape[1]                # the quantized values only; refined ones pass as they are
+        zd = z[:, :d] * self.latent_gain[q][:, :, None, None] + self.latent_offset[q][:, :, None, None]
+        z = zd if z.shape[1] == d else torch.cat([zd, z[:, d:]], 1)
         return z, (self.film_gain[q], self.film_offset[q])
 
 
@@ -103,7 +105,7 @@ class HybridEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         f = cfg.downsampling
-        self.linear = nn.Conv2d(3, cfg.latent_dim, f, stride=f)
+        self.linear = nn.Conv2d(3, cfg.total_dim, f, stride=f)
         self.branch = Encoder(cfg)
         nn.init.zeros_(self.branch.net[-1].weight)
         nn.init.zeros_(self.branch.net[-1].bias)
@@ -118,7 +120,7 @@ class HybridDecoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         f = cfg.downsampling
-        self.linear = nn.ConvTranspose2d(cfg.latent_dim, 3, f, stride=f)
+        self.linear = nn.ConvTranspose2d(cfg.total_dim, 3, f, stride=f)
         self.branch = Decoder(cfg)
         last = [m for m in self.branch.net if isinstance(m, nn.Conv2d)][-1]
         nn.init.zeros_(last.weight)
@@ -139,14 +141,16 @@ class VQAutoencoder(nn.Module):
         levels = cfg.decoder_levels
         self.gains = StageGains(levels, cfg.latent_dim, cfg.channels[-1]) if cfg.stage_gains else None
         self.postfilter = PostFilter(levels, cfg.postfilter) if cfg.postfilter else None
-        self.refine = (ScalarRefinement(cfg.refine_levels, cfg.latent_dim, cfg.refine_hidden)
+        self.refine = (ScalarRefinement(cfg.refine_levels, cfg.refine_dim, cfg.refine_hidden, cond_dim=cfg.latent_dim)
                        if cfg.refine_levels else None)
 
     def decode(self, z: torch.Tensor, stages: torch.Tensor | int | None = None,
                postfilter: bool = True) -> torch.Tensor:
-        """The decoder on latents z (B, D, h, w) that sum `stages` residual stages (an int, or (B,) per sample;
+        """The decoder on latents z (B, D or D + R, h, w) that sum `stages` residual stages (an int, or (B,) per sample;
         None: unquantized, taken as all stages). Only stage gains and the post-filter use `stages`.
         postfilter=False: the image before the post-filter (what the filter is trained on)."""
+        if z.shape[1] < self.cfg.total_dim:   # the quantized values alone: the refined ones at zero
+            z = torch.cat([z, z.new_zeros(z.shape[0], self.cfg.total_dim - z.shape[1], *z.shape[2:])], 1)
         if self.gains is None and self.postfilter is None:
             return self.decoder(z)
         stages = torch.as_tensor(self.cfg.num_stages if stages is None else stages, device=z.device)
@@ -159,14 +163,18 @@ class VQAutoencoder(nn.Module):
 
     @torch.no_grad()
     def set_linear_transform(self, basis: torch.Tensor, mean: torch.Tensor) -> None:
-        """basis: (D, 3*f*f) orthonormal rows over blocks flattened as (channel, row, column); mean: (3,)
+        """basis: (D + R, 3*f*f) orthonormal rows over blocks flattened as (channel, row, column); mean: (3,)
         per-channel pixel mean. The hybrid's linear paths become z = basis (x - mean), x = basis^T z + mean."""
-        f, d = self.cfg.downsampling, self.cfg.latent_dim
+        f, d = self.cfg.downsampling, self.cfg.total_dim
         w = basis.reshape(d, 3, f, f).float()
         self.encoder.linear.weight.copy_(w)
         self.encoder.linear.bias.copy_(-(w * mean.float().view(1, 3, 1, 1)).sum((1, 2, 3)))
         self.decoder.linear.weight.copy_(w)
         self.decoder.linear.bias.copy_(mean.float())
+
+    def vq_latent(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> the D values per position the quantizer codes (B, D, h, w)."""
+        return self.encoder(x)[:, :self.cfg.latent_dim]
 
     @staticmethod
     def _flatten(z):  # (B, D, h, w) -> (B*h*w, D)
@@ -184,7 +192,8 @@ class VQAutoencoder(nn.Module):
 
         Returns (reconstruction, commitment loss, indices (B, h, w, S), refinement bits (B,), 0 where none).
         """
-        z = self.encoder(x)
+        z_all = self.encoder(x)
+        z = z_all[:, :self.cfg.latent_dim]                            # (B, D, h, w): the quantized values
         b, d, h, w = z.shape
         s = self.cfg.num_stages
         flat = self._flatten(z)
@@ -198,12 +207,15 @@ class VQAutoencoder(nn.Module):
         commit = (flat - stacked.sum(0).detach()).pow(2).mean()
         zq = self._unflatten(flat + (partial - flat).detach(), b, h, w)  # straight-through
         bits = z.new_zeros(b, dtype=torch.float32)
-        if self.refine is not None and bool(refined.any()):
-            i = refined.nonzero().squeeze(1)
-            base = self._unflatten(partial, b, h, w)[i].detach()                                 # (B', D, h, w)
-            r_hat, bits_i = self.refine(z[i] - base, base, levels[i] - s, noise)
-            zq = zq.index_copy(0, i, (base + r_hat).to(zq.dtype))
-            bits = bits.index_copy(0, i, bits_i)
+        if self.refine is not None:
+            extra = torch.zeros_like(z_all[:, d:])                                                # (B, R, h, w)
+            if bool(refined.any()):
+                i = refined.nonzero().squeeze(1)
+                cond = self._unflatten(partial, b, h, w)[i].detach()                            # (B', D, h, w)
+                r_hat, bits_i = self.refine(z_all[i, d:], cond, levels[i] - s, noise)
+                extra = extra.index_copy(0, i, r_hat.to(extra.dtype))
+                bits = bits.index_copy(0, i, bits_i)
+            zq = torch.cat([zq, extra], 1)
         recon = self.decode(zq, levels)
         return recon, commit, indices.reshape(b, h, w, -1), bits
 
@@ -215,7 +227,7 @@ class VQAutoencoder(nn.Module):
         first_codes: (M,) the only codes stage 0 may use (a coarse quality level); None = all.
         beam: the residual quantizer's search (ResidualVQ.encode): 1 = greedy nearest codes.
         """
-        z = self.encoder(x)
+        z = self.vq_latent(x)
         b, _, h, w = z.shape
         return self.rvq.encode(self._flatten(z), num_stages, first_codes, beam).reshape(b, h, w, num_stages)
 

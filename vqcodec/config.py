@@ -28,6 +28,8 @@ class ModelConfig:
     postfilter: int = 0                         # width of a full-resolution residual filter after the decoder
                                                 # (autoencoder.PostFilter); 0: none
     refine_levels: int = 0                      # scalar refinement levels above the VQ stages (refine.py); 0: none
+    refine_dim: int = 0                         # R: latent values per position beside the D quantized ones, coded
+                                                # only by the refinement levels (the KLT's next R at init)
     refine_hidden: int = 64                     # width of the refinement's mean-and-scale network
 
     def __post_init__(self):
@@ -45,6 +47,8 @@ class ModelConfig:
             raise ValueError(f"postfilter must be from 0 to 64, not {self.postfilter}")
         if not 0 <= self.refine_levels <= 32:
             raise ValueError(f"refine_levels must be from 0 to 32, not {self.refine_levels}")
+        if (self.refine_levels > 0) != (self.refine_dim > 0):
+            raise ValueError("refine_levels and refine_dim go together: both 0, or both above 0")
         if not 2 <= self.codebook_size <= 1 << 15:
             raise ValueError(f"codebook_size must be from 2 to {1 << 15}")
         sizes = self.coarse_sizes
@@ -76,6 +80,11 @@ class ModelConfig:
         if quality <= len(self.coarse_sizes):
             return 1, self.coarse_sizes[quality - 1]
         return quality - len(self.coarse_sizes), None
+
+    @property
+    def total_dim(self) -> int:
+        """The encoder's output values per position: D quantized, then R refined."""
+        return self.latent_dim + self.refine_dim
 
     @property
     def decoder_levels(self) -> int:

@@ -83,7 +83,7 @@ def fit_ecvq(model: VQAutoencoder, z: torch.Tensor, alpha: float, first_stage: i
 @torch.no_grad()
 def latents(model: VQAutoencoder, x: torch.Tensor, batch: int = 16) -> torch.Tensor:
     """Crops (N, 3, H, W) -> the encoder's latents as vectors (N*h*w, D), fp32."""
-    return torch.cat([VQAutoencoder._flatten(model.encoder(x[i:i + batch])).float() for i in range(0, len(x), batch)])
+    return torch.cat([VQAutoencoder._flatten(model.vq_latent(x[i:i + batch])).float() for i in range(0, len(x), batch)])
 
 
 # --- the indices the codec writes ----------------------------------------------------------------

@@ -1,9 +1,11 @@
 """Scalar refinement: the quality levels above the VQ stages (float model; torch).
 
-After `base` residual VQ stages the latent still holds a residual r = z - zq (B, D, h, w). A refinement
-level k quantizes it with a step per channel, step[k, c] (learned), and codes each value with a discretized
-Gaussian whose mean and scale a small network predicts from the VQ latent zq: a hyperprior whose side
-information is the VQ latent the file already carries. Training uses additive uniform noise as the proxy
+Beside its D quantized values per position the encoder makes R more, r (B, R, h, w), which only the
+refinement levels code. Refinement level k quantizes them with a step per channel, step[k, c] (learned), and
+codes each value with a discretized Gaussian whose mean and scale a small network predicts from the VQ latent
+zq of the stages the file codes: a hyperprior whose side information is the VQ latent the file already
+carries. Keeping r apart from the quantized values keeps the refinement's pressure (to amplify fine detail
+against its noise) off the vector quantizer, whose nearest-code search weighs every value alike. Training uses additive uniform noise as the proxy
 for rounding and the Gaussian's probability of the noisy value as its rate.
 """
 from __future__ import annotations
@@ -26,29 +28,30 @@ def gaussian_bits(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
 
 class ScalarRefinement(nn.Module):
-    """Levels 1..L of scalar refinement on a D-channel latent, conditioned on the VQ latent zq."""
+    """Levels 1..L of scalar refinement of R latent channels, conditioned on the D-channel VQ latent zq."""
 
-    def __init__(self, levels: int, dim: int, hidden: int, first_step: float = 0.5, ratio: float = 0.6):
+    def __init__(self, levels: int, dim: int, hidden: int, cond_dim: int, first_step: float = 0.5,
+                 ratio: float = 0.6):
         super().__init__()
         self.levels, self.dim = levels, dim
         steps = torch.tensor([first_step * ratio ** k for k in range(levels)])
-        self.log_step = nn.Parameter(steps.log()[:, None].repeat(1, dim))   # (L, D)
-        self.net = nn.Sequential(nn.Conv2d(dim, hidden, 3, padding=1), nn.ReLU(inplace=True),
+        self.log_step = nn.Parameter(steps.log()[:, None].repeat(1, dim))   # (L, R)
+        self.net = nn.Sequential(nn.Conv2d(cond_dim, hidden, 3, padding=1), nn.ReLU(inplace=True),
                                  nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(inplace=True),
                                  nn.Conv2d(hidden, 2 * dim, 3, padding=1))
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
-    def step(self, level: torch.Tensor) -> torch.Tensor:  # level (B,) in 1..L -> (B, D, 1, 1)
+    def step(self, level: torch.Tensor) -> torch.Tensor:  # level (B,) in 1..L -> (B, R, 1, 1)
         return self.log_step[level.long() - 1].exp()[:, :, None, None]
 
     def mean_scale(self, zq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """zq (B, D, h, w) -> (mean, log scale) of the residual, each (B, D, h, w), in latent units."""
+        """zq (B, D, h, w) -> (mean, log scale) of the refined values, each (B, R, h, w), in latent units."""
         mean, log_scale = self.net(zq).float().chunk(2, dim=1)
         return mean, log_scale
 
     def forward(self, r: torch.Tensor, zq: torch.Tensor, level: torch.Tensor, noise: bool):
-        """r residual (B, D, h, w), zq the VQ latent, level (B,) -> (refined residual r_hat, bits (B,)).
+        """r (B, R, h, w), zq the VQ latent (B, D, h, w), level (B,) -> (quantized r_hat, bits (B,)).
 
         noise: the training proxy (r - mean)/step + U(-1/2, 1/2); else rounding (straight-through gradient)."""
         step = self.step(level)

@@ -160,7 +160,7 @@ def complete_checkpoints(path: Path) -> list[list[Path]]:
 def autoencoder_fields(cfg: ModelConfig) -> tuple:
     """The config fields the autoencoder's weights depend on (name and prior fields may change on resume)."""
     return (cfg.channels, cfg.latent_dim, cfg.codebook_size, cfg.num_stages, cfg.transform, cfg.stage_gains,
-            cfg.postfilter)
+            cfg.postfilter, cfg.refine_levels, cfg.refine_dim, cfg.refine_hidden)
 
 
 def prior_fields(cfg: ModelConfig) -> tuple:
@@ -186,13 +186,14 @@ def fit_klt(images, f: int, d: int, crops: int = 3200, crop: int = 64, seed: int
 
 
 @torch.no_grad()
-def start_from(model: VQAutoencoder, source: VQAutoencoder) -> None:
+def start_from(model: VQAutoencoder, source: VQAutoencoder, klt: tuple | None = None) -> None:
     """Start `model` at a trained autoencoder `source` (an exported model's networks and codebooks).
 
     The same transform is copied whole. A conv source goes into a klt-hybrid model's branches, with the linear
     paths at zero (the decoder's bias at mid-grey): at step 0 the hybrid computes exactly what the source does,
     and training adds what the linear paths are worth. Stage gains (config stage_gains) and a post-filter
-    (config postfilter) may be added: they start as the identity.
+    (config postfilter) may be added: they start as the identity. Refinement (config refine_levels, refine_dim)
+    may be added to a klt-hybrid source: see grow_refinement; klt = (basis (D + R, 3 f f), mean) for it.
     """
     src, dst = source.cfg, model.cfg
     if autoencoder_fields(src)[:4] != autoencoder_fields(dst)[:4]:
@@ -203,7 +204,12 @@ def start_from(model: VQAutoencoder, source: VQAutoencoder) -> None:
         raise ValueError(f"cannot start from {src.name}: its post-filter (config postfilter {src.postfilter}) "
                          f"differs from this model's ({dst.postfilter})")
     added = (dst.stage_gains and not src.stage_gains) or (dst.postfilter and not src.postfilter)
-    if src.transform == dst.transform:
+    if dst.refine_dim != src.refine_dim or dst.refine_levels != src.refine_levels:
+        if src.refine_dim or dst.transform != "klt-hybrid" or src.transform != "klt-hybrid" or klt is None:
+            raise ValueError(f"cannot start from {src.name}: refinement is added only to a klt-hybrid model "
+                             "without one, with the KLT of the new values")
+        grow_refinement(model, source, *klt)
+    elif src.transform == dst.transform:
         model.load_state_dict(source.state_dict(), strict=not added)
     elif (src.transform, dst.transform) == ("conv", "klt-hybrid"):
         model.encoder.branch.load_state_dict(source.encoder.state_dict())
@@ -215,6 +221,30 @@ def start_from(model: VQAutoencoder, source: VQAutoencoder) -> None:
         model.decoder.linear.bias.fill_(0.5)  # the hybrid subtracts the branch's mid-grey
     else:
         raise ValueError(f"cannot start a {dst.transform} model from a {src.transform} one")
+
+
+@torch.no_grad()
+def grow_refinement(model: VQAutoencoder, source: VQAutoencoder, basis: torch.Tensor, mean: torch.Tensor) -> None:
+    """A klt-hybrid model with refinement, started from a trained one without: every tensor of the source goes
+    into the leading part of its counterpart. The R new values are the KLT's components D..D+R-1 on both linear
+    paths, and zero on the conv branches' new inputs and outputs, so at step 0 the decoder without refinement
+    computes what the source does; refinement levels start with the gains and post-filter of all S stages."""
+    model.set_linear_transform(basis.to(model.encoder.linear.weight.device), mean)
+    model.encoder.branch.net[-1].weight.zero_()
+    model.encoder.branch.net[-1].bias.zero_()
+    model.decoder.branch.net[0].weight.zero_()
+    s = source.cfg.num_stages
+    target = model.state_dict()
+    for key, value in source.state_dict().items():
+        dst = target[key]
+        if dst.shape == value.shape:
+            dst.copy_(value)
+        elif dst.dim() == value.dim():
+            dst[tuple(slice(0, n) for n in value.shape)].copy_(value)
+            if dst.shape[0] > value.shape[0] and (key.startswith("gains.") or key.startswith("postfilter.")):
+                dst[value.shape[0]:] = value[s - 1]      # refinement levels: as all stages decoded
+        else:
+            raise ValueError(f"cannot start from {source.cfg.name}: {key} has another shape")
 
 
 @dataclass(frozen=True)
@@ -331,12 +361,16 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, settings: Autoenc
         fresh_adam = "" if "optimizer" in ck else " (no optimizer state: fresh Adam)"
         log(f"resumed autoencoder from step {start}{fresh_adam}")
     elif init is not None:
-        start_from(model, init.to(device))
+        klt = None
+        if cfg.refine_dim > init.cfg.refine_dim:
+            klt = fit_klt(images, cfg.downsampling, cfg.total_dim)
+            log(f"refinement values: the KLT's components {cfg.latent_dim + 1}..{cfg.total_dim}")
+        start_from(model, init.to(device), klt)
         log(f"started from the trained autoencoder of {init.cfg.name}")
     elif cfg.transform == "klt-hybrid":
-        basis, mean = fit_klt(images, cfg.downsampling, cfg.latent_dim)
+        basis, mean = fit_klt(images, cfg.downsampling, cfg.total_dim)
         model.set_linear_transform(basis.to(device), mean.to(device))
-        log(f"linear transform: the KLT of {cfg.downsampling}x{cfg.downsampling}x3 blocks, first {cfg.latent_dim} components")
+        log(f"linear transform: the KLT of {cfg.downsampling}x{cfg.downsampling}x3 blocks, first {cfg.total_dim} components")
     seed = start + 1_000_003 * rank                   # each rank its own crops and levels
     sampler = CropSampler(images, crop, seed=seed)
     gen = torch.Generator().manual_seed(seed)
@@ -360,7 +394,7 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, settings: Autoenc
         if rank != 0:
             return
         state = dict(config=cfg.to_dict(), model=model.state_dict(), step=step,
-                     elapsed_s=elapsed_before + time.time() - t0)
+                     elapsed_s=elapsed_before + time.time() - t0, first_loss=first_loss)
         if not slim:
             state["optimizer"] = opt.state_dict()
         save_checkpoint(ckpt_path, state, copy_to)
@@ -375,7 +409,7 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, settings: Autoenc
 
     mp_done, train_s = 0.0, 0.0
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="autoencoder", unit="step", mininterval=10)
-    first_loss = None
+    first_loss = ck.get("first_loss") if ck is not None else None   # the phase's first step, over resumes
     for step in bar:
         stop = stop_at is not None and time.time() + 2 * step_s > stop_at
         if world > 1:   # every rank stops at the same step
@@ -403,7 +437,7 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, settings: Autoenc
         scaler.update()
         if restart_due(step, steps):
             with torch.no_grad(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=st.bf16):
-                flat = model._flatten(model.encoder(x)).float()
+                flat = model._flatten(model.vq_latent(x)).float()
             restarted = model.rvq.restart_dead_codes(flat)
         full = levels == cfg.num_stages
         if full.any():
@@ -462,7 +496,7 @@ def select_coarse_codes(model: VQAutoencoder, images, count: int, crops: int = 2
     model.eval()
     latents = []
     for _ in range(0, crops, batch_size):
-        z = model.encoder(sampler.batch(batch_size).to(device))              # (B, D, h, w)
+        z = model.vq_latent(sampler.batch(batch_size).to(device))              # (B, D, h, w)
         latents.append(z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).float())
     z = torch.cat(latents)                                                   # (N, D)
     dist = torch.cdist(z, model.rvq.stages[0].codebook.float()).pow(2)       # (N, K)
