@@ -14,8 +14,13 @@ from vqcodec.container import sections
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT / "benchmarks" / "kodak" / "kodim23.png"
-# Measured with this model on kodim23 (see models/<name>/MODEL_CARD.md); bounds: bpp +-10 %, PSNR +-0.5 dB.
+# Measured with this model on kodim23 by benchmarks/expectations.py. On the torch CI pins (.ci/run), where CPU
+# decoding is deterministic, the bounds are those releases are judged by: bpp +-0.5 %, PSNR +-0.05 dB. On other
+# torch releases (.ci/oldest: torch 2.3) the float networks may round differently, and the earlier bounds apply:
+# bpp +-10 %, PSNR +-0.5 dB (what the oldest-dependency run of 2026-11-30 passed with).
 EXPECTED = json.loads((models_dir() / DEFAULT_MODEL / "test_expectations.json").read_text())
+PINNED_TORCH = "2.13.0"
+BPP_REL, PSNR_ABS = (0.005, 0.05) if torch.__version__.split("+")[0] == PINNED_TORCH else (0.10, 0.5)
 
 pytestmark = pytest.mark.slow
 
@@ -42,8 +47,8 @@ def test_rate_and_quality_at_every_level(codec, photo):
         results[q] = (8 * len(data) / (photo.width * photo.height), psnr(photo, codec.decompress(data)))
     for q, (bpp, db) in results.items():
         want = EXPECTED["kodim23"][str(q)]
-        assert bpp == pytest.approx(want["bpp"], rel=0.10), (q, bpp)
-        assert db == pytest.approx(want["psnr"], abs=0.5), (q, db)
+        assert bpp == pytest.approx(want["bpp"], rel=BPP_REL), (q, bpp)
+        assert db == pytest.approx(want["psnr"], abs=PSNR_ABS), (q, db)
     bpps, dbs = zip(*(results[q] for q in codec.qualities))
     assert list(bpps) == sorted(bpps) and list(dbs) == sorted(dbs)
 
@@ -147,3 +152,7 @@ def test_a_folder_named_like_the_model_in_the_current_directory_plays_no_part(tm
     (decoy / "config.json").write_text("{}")
     monkeypatch.chdir(tmp_path)
     assert vqcodec.decompress(data).size == (96, 64)
+
+
+def test_the_tight_bounds_name_the_torch_that_ci_pins():
+    assert f"torch=={PINNED_TORCH}" in (ROOT / ".ci" / "run").read_text()
