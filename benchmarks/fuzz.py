@@ -5,6 +5,8 @@
     python benchmarks/fuzz.py --replay 1234 --write-case bad.vq   # one case again, with its traceback
     python benchmarks/fuzz.py --model default --cases 500      # the shipped model, on Kodak crops
     python benchmarks/fuzz.py --bomb --model default           # time the 44-byte bomb and two minimal claims
+    python benchmarks/fuzz.py --families issue29 --cases 500   # only issue 29's families (or alphalie,exif, ...)
+    python benchmarks/fuzz.py --cli                            # the CLI checks: 12 processes, about 25 s
 
 It first makes a small corpus of valid files (fixed: it does not depend on --seed): sizes from 1x1 and odd
 sizes to many tiles (vqcodec.codec.TILE is set to 32 or 64 for some), every quality kind (coarse and full stages),
@@ -20,6 +22,13 @@ one corpus file and applies one to three mutations:
   large image claimed with the shortest streams the format allows (tile sides up to 512, which the reader must refuse above 128), metadata entries
   (types, lengths, order, truncation), the alpha PNG (corrupt, wrong size or mode, a 65535 x 65535 IHDR, an
   IDAT that inflates to 8 MiB);
+- issue 29's families, each one change to a valid file with every CRC right, most with a known outcome:
+  alphalie (the alpha PNG lies: fewer rows than its IHDR, the wrong size, not 8-bit grayscale, interlaced, an
+  IDAT that inflates past the plane, a cut zlib stream, chunks missing or too long; and valid variants: split
+  IDATs, stored blocks, alpha added to a grayscale file), metalie (metadata entries with lengths past the end,
+  unknown, out-of-order or duplicated types, empty entries or section), exif (a broken EXIF in a valid
+  metadata section: random bytes, TIFF headers with garbage, IFD offsets past the end or looping, bad types and
+  counts) and junk (the valid-but-last-tile-junk bomb: the last tile's stream of a valid multi-tile file junk);
 
 and most cases then get every checksum recomputed (section CRCs, stage CRCs, header CRC, found with a lenient
 parse of the mutated bytes), so that they reach the checks behind the CRCs. A case decodes with
@@ -31,13 +40,27 @@ parse of the mutated bytes), so that they reach the checks behind the CRCs. A ca
   makes of an allocation failure (the case needed more memory than there was), a decode over
   --time-limit-per-case, or, with --memory-limit, a worker that died.
 
+A case of a single mutation from a family that knows its outcome (and no quality=) must have that outcome, else
+it is BAD as well: a lie that the spec refuses must raise a FormatError (else "Accepted" or "WrongRefusal"), a
+valid variant must decode ("Refused"), an alpha plane that decodes must be the one written ("WrongAlpha"), and a
+file whose only damage is its EXIF must decode and then be written as PNG, TIFF, JPEG and WebP by
+vqcodec.images.save_image, as the CLI writes it ("SaveError"). The summary counts these cases ("expected").
+--families NAME,... draws the mutations from those families only.
+
+--cli runs, instead, a fixed set of checks through the real command (`python -m vqcodec.cli decompress`, a
+process each, --jobs at a time): every kind of broken EXIF decoded to png, tiff, jpg and webp (exit 0, nothing
+on stderr but "Note:" lines, each output an image of the right size; also a 70,000-byte random and a
+70,000-byte valid EXIF, unless --no-big-exif), and special outputs: a FIFO and /dev/null with and without
+--force and a symlink to a FIFO (exit 1, exactly one "Error: " line, the FIFO still a FIFO), /dev/stdout
+(the image on standard output) and /dev/fd/1 (that, or one Error line).
+
 Case k of a run with --seed S has the seed S * 10**7 + k; `--replay SEED` runs one case again and prints its
 mutations and traceback (give --model and --memory-limit as the run had them). With --memory-limit MB, cases
 run in a forked worker process under RLIMIT_AS = MB: the worker's whole address space, torch and the model
 included (about 630 MB with the tiny model, 660 MB with the shipped one, before any case). The worker is
 reused from case to case and restarted after a crash or a hang.
 
-No mutated file is larger than MAX_CASE_BYTES = 16 KiB, 2.4 times the largest corpus file. Decode time grows
+No mutated file is larger than MAX_CASE_BYTES = 16 KiB, 1.7 times the largest corpus file. Decode time grows
 with what a file claims, and larger files would mostly measure that.
 """
 from __future__ import annotations
@@ -76,7 +99,7 @@ from vqcodec.container import MAGIC  # noqa: E402
 
 SEED_STRIDE = 10 ** 7            # case k of --seed S: S * SEED_STRIDE + k
 FIXED_SIZE = struct.calcsize("<IIBBBBBH")   # width, height, mode, depth, quality, stages, log2 f, tile: 15 bytes
-MAX_CASE_BYTES = 16 << 10        # mutations that grow a file stop here: 2.4 x the largest corpus file
+MAX_CASE_BYTES = 16 << 10        # mutations that grow a file stop here: 1.7 x the largest corpus file
 KODAK = ROOT / "benchmarks" / "kodak" / "kodim23.png"
 # The tiny model of issue 9 (channels 8/16, latent 4, 16 codes, 3 stages) plus two coarse levels, so that
 # the coarse alphabets are fuzzed too. Qualities 1..5: stage 0 limited to 4 or 8 codes, then 1, 2, 3 full stages.
@@ -121,7 +144,9 @@ def _image(rng: np.random.Generator, w: int, h: int, kind: str, meta: bool, sour
         yy, xx = np.mgrid[0:h, 0:w]
         rgb = np.stack([xx * 7 + yy, yy * 5, (xx + yy) * 3], -1) + rng.normal(0, 20, (h, w, 3))
         rgb = np.clip(rgb, 0, 255).astype(np.uint8)
-    alpha = rng.integers(0, 256, (h, w), dtype=np.uint8)
+    # four levels (7 to 247): a plane of 256 random levels deflates to about w * h bytes, and made the
+    # 144 x 144 RGBA file 23.5 KB, over MAX_CASE_BYTES, so that only mutations that shrink it were applied to it
+    alpha = (rng.integers(0, 256, (h, w), dtype=np.uint8) >> 6) * 80 + 7     # never all opaque (then dropped)
     if kind == "RGB":
         im = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
     elif kind == "L":
@@ -821,13 +846,395 @@ def m_flags(rng, data, ctx):
     return parts.build(), f"flags={parts.flags:#x}"
 
 
+# --- issue 29's families: lying alpha and metadata sections, broken EXIF, the last-tile-junk bomb -------------
+# Each of these starts from a valid file and changes one thing with every CRC made right, so a case reaches
+# the check it is aimed at. Where the outcome is known (the spec refuses the lie, or the file is valid but for
+# bytes the decoder does not interpret), the function returns it as a third value, and a case made of that one
+# mutation (no quality=) must end that way: "refused" (a FormatError), "decoded", or "saved" (decoded, and then
+# written as PNG, TIFF, JPEG and WebP by vqcodec.images.save_image without an exception, as the CLI writes it).
+# A fourth value, an alpha plane, is what the decoded alpha must equal where the file decodes.
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+ADAM7 = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+
+
+def _ihdr(w: int, h: int, depth: int = 8, colour: int = 0, interlace: int = 0) -> bytes:
+    return struct.pack(">IIBBBBB", w & 0xFFFFFFFF, h & 0xFFFFFFFF, depth, colour, 0, 0, interlace)
+
+
+def _scanlines(plane: np.ndarray, filter_byte: int = 0) -> bytes:
+    """An (H, W) uint8 plane -> PNG raw data: each row a filter byte (0: none) and its samples."""
+    return b"".join(bytes([filter_byte]) + row.tobytes() for row in plane)
+
+
+def _adam7(plane: np.ndarray) -> bytes:
+    """The raw data of an interlaced (Adam7) 8-bit grayscale PNG: seven passes, empty ones left out."""
+    out = b""
+    for x0, y0, dx, dy in ADAM7:
+        sub = plane[y0::dy, x0::dx]
+        if sub.size:
+            out += _scanlines(sub)
+    return out
+
+
+def _png_file(ihdr: bytes | None, zdata: bytes | None, idats: int = 1, before_idat: bytes = b"",
+              after_idat: bytes = b"", iend: bool = True) -> bytes:
+    """A PNG from its parts, every chunk CRC right: IHDR, ancillary chunks, the zlib data in `idats` IDAT chunks."""
+    out = PNG_SIGNATURE + (_png_chunk(b"IHDR", ihdr) if ihdr is not None else b"") + before_idat
+    if zdata is not None:
+        step = max(1, -(-len(zdata) // max(1, idats)))
+        out += b"".join(_png_chunk(b"IDAT", zdata[i:i + step]) for i in range(0, len(zdata), step)) or \
+            _png_chunk(b"IDAT", b"")
+    return out + after_idat + (_png_chunk(b"IEND", b"") if iend else b"")
+
+
+def _alpha_plane(rng: random.Random, w: int, h: int) -> np.ndarray:
+    """An alpha plane that deflates well (cases stay under MAX_CASE_BYTES): flat, a ramp, or a checkerboard."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    kind = rng.randrange(3)
+    if kind == 0:
+        return np.full((h, w), rng.randrange(256), np.uint8)
+    if kind == 1:
+        return ((xx * 3 + yy * 5) % 256).astype(np.uint8)
+    return (((xx // 4 + yy // 4) % 2) * 255).astype(np.uint8)
+
+
+# name -> expected outcome of a file whose alpha section is this (None: either, as long as it is clean)
+ALPHA_LIES = {
+    "short-rows": "refused",        # the IHDR says the header's height, the zlib stream holds fewer rows (issue 29)
+    "wrong-height": "refused",      # IHDR and rows agree, on another height than the header's
+    "wrong-width": "refused",
+    "transposed": "refused",
+    "zero-size": "refused",
+    "colour": "refused",            # RGB, LA, RGBA, palette, 1/2/4/16-bit grayscale, with rows of that kind
+    "interlaced": None,             # a right Adam7 PNG: refusing it or decoding it right are both clean
+    "inflate-bomb": "refused",      # the right IHDR, an IDAT that inflates past height * (width + 1)
+    "truncated-idat": "refused",    # the zlib stream cut short, the chunk's length and CRC made right
+    "idat-past-end": "refused",     # the PNG ends inside an IDAT chunk
+    "no-idat": "refused",
+    "no-ihdr": "refused",
+    "no-iend": "refused",
+    "long-ihdr": "refused",         # a 14-byte IHDR
+    "bad-filter": "refused",        # a row filter type over 4
+    "huge-chunk": "refused",        # an ancillary chunk whose length runs past the end
+    "method": "refused",            # an unknown method byte before a valid PNG
+    "empty": "refused",             # the method byte alone
+    "not-png": "refused",
+    "bad-adler": None,              # the zlib checksum wrong
+    "chunk-crc": None,              # an IDAT chunk CRC wrong
+    "second-zlib": None,            # a second zlib stream in a second IDAT after a whole one
+    "ancillary": None,              # a tEXt chunk before the IDAT
+    "after-iend": None,             # bytes after IEND
+    "split-idat": "decoded",        # valid: the zlib stream across several IDAT chunks
+    "stored": "decoded",            # valid: deflate level 0 (stored blocks)
+    "on-gray": "decoded",           # valid: an alpha section added to a grayscale file without one (-> LA)
+}
+PNG_COLOURS = [(2, 8, 3), (4, 8, 2), (6, 8, 4), (3, 8, 1), (0, 16, 1), (0, 1, 1), (0, 2, 1), (0, 4, 1), (2, 16, 3)]
+
+
+def alpha_lie(kind: str, plane: np.ndarray, rng: random.Random) -> bytes:
+    """The alpha section (method byte and PNG) of one of ALPHA_LIES for a header of plane's size."""
+    h, w = plane.shape
+    raw = _scanlines(plane)
+    good = zlib.compress(raw, 9)
+    if kind == "short-rows":
+        return b"\x00" + _png_file(_ihdr(w, h), zlib.compress(_scanlines(plane[:rng.randrange(h)]), 9))
+    if kind == "wrong-height":
+        rows = h + 1 if h == 1 or rng.random() < 0.5 else h - 1
+        tall = np.vstack([plane, plane])[:rows]
+        return b"\x00" + _png_file(_ihdr(w, rows), zlib.compress(_scanlines(tall), 9))
+    if kind == "wrong-width" or (kind == "transposed" and w == h):
+        cols = w + 1 if w == 1 or rng.random() < 0.5 else w - 1
+        wide = np.hstack([plane, plane])[:, :cols]
+        return b"\x00" + _png_file(_ihdr(cols, h), zlib.compress(_scanlines(wide), 9))
+    if kind == "transposed":
+        return b"\x00" + _png_file(_ihdr(h, w), zlib.compress(_scanlines(np.ascontiguousarray(plane.T)), 9))
+    if kind == "zero-size":
+        return b"\x00" + _png_file(_ihdr(*rng.choice([(0, 0), (0, h), (w, 0)])), zlib.compress(b"", 9))
+    if kind == "colour":
+        colour, depth, channels = rng.choice(PNG_COLOURS)
+        row = bytes(-(-w * channels * depth // 8))
+        plte = _png_chunk(b"PLTE", bytes(range(0, 255, 85)) * 3) if colour == 3 else b""
+        return b"\x00" + _png_file(_ihdr(w, h, depth, colour), zlib.compress((b"\x00" + row) * h, 9), before_idat=plte)
+    if kind == "interlaced":
+        return b"\x00" + _png_file(_ihdr(w, h, interlace=1), zlib.compress(_adam7(plane), 9))
+    if kind == "inflate-bomb":
+        extra = rng.choice([1, w + 1, len(raw), (8 << 20) - len(raw)])
+        z = zlib.compressobj(9)
+        return b"\x00" + _png_file(_ihdr(w, h), z.compress(raw) + z.compress(bytes(extra)) + z.flush(),
+                                   idats=rng.choice([1, 1, 3]))
+    if kind == "truncated-idat":
+        return b"\x00" + _png_file(_ihdr(w, h), good[:rng.randrange(len(good))])
+    if kind == "idat-past-end":
+        png = _png_file(_ihdr(w, h), good, iend=False)
+        return b"\x00" + png[:rng.randrange(len(png) - len(good) - 4, len(png))]
+    if kind == "no-idat":
+        return b"\x00" + _png_file(_ihdr(w, h), None)
+    if kind == "no-ihdr":
+        return b"\x00" + _png_file(None, good)
+    if kind == "no-iend":
+        return b"\x00" + _png_file(_ihdr(w, h), good, iend=False)
+    if kind == "long-ihdr":
+        return b"\x00" + _png_file(_ihdr(w, h) + b"\x00", good)
+    if kind == "bad-filter":
+        rows = bytearray(raw)
+        rows[rng.randrange(h) * (w + 1)] = rng.choice([5, 6, 128, 255])
+        return b"\x00" + _png_file(_ihdr(w, h), zlib.compress(bytes(rows), 9))
+    if kind == "huge-chunk":
+        chunk = struct.pack(">I", rng.choice([0xFFFFFFFF, 1 << 31, 1 << 20])) + b"tEXt" + b"k\x00v"
+        return b"\x00" + _png_file(_ihdr(w, h), good, before_idat=chunk)
+    if kind == "method":
+        return bytes([rng.choice([1, 2, 0x89, 255])]) + _png_file(_ihdr(w, h), good)
+    if kind == "empty":
+        return b"\x00"
+    if kind == "not-png":
+        return b"\x00" + bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64)))
+    if kind == "bad-adler":
+        return b"\x00" + _png_file(_ihdr(w, h), good[:-1] + bytes([good[-1] ^ 1]))
+    if kind == "chunk-crc":
+        png = bytearray(_png_file(_ihdr(w, h), good))
+        png[-13] ^= 1    # the last byte of the IDAT chunk's CRC (IEND is the last 12 bytes)
+        return b"\x00" + bytes(png)
+    if kind == "second-zlib":
+        return b"\x00" + _png_file(_ihdr(w, h), good, after_idat=_png_chunk(b"IDAT", zlib.compress(raw, 9)))
+    if kind == "ancillary":
+        return b"\x00" + _png_file(_ihdr(w, h), good, before_idat=_png_chunk(b"tEXt", b"Comment\x00fuzz"))
+    if kind == "after-iend":
+        return b"\x00" + _png_file(_ihdr(w, h), good) + bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
+    if kind == "split-idat":
+        return b"\x00" + _png_file(_ihdr(w, h), good, idats=rng.choice([2, 3, 7, len(good)]))
+    if kind in ("stored", "on-gray"):
+        return b"\x00" + _png_file(_ihdr(w, h), zlib.compress(raw, 0 if kind == "stored" else 9))
+    raise ValueError(kind)
+
+
+def m_alphalie(rng, data, ctx):
+    """The alpha section replaced by one that lies about its plane (or by a valid one written differently)."""
+    parts = ctx.parts(data)
+    if parts is None:
+        raise Skip
+    w, h = parts.fields["width"], parts.fields["height"]
+    if not 0 < w * h <= 1 << 20:
+        raise Skip
+    kind = rng.choice(sorted(ALPHA_LIES))
+    if kind == "on-gray" and (parts.fields["mode"] != 1 or parts.flags & container.FLAG_ALPHA):
+        raise Skip
+    plane = _alpha_plane(rng, w, h)
+    parts.alpha = alpha_lie(kind, plane, rng)
+    parts.flags |= container.FLAG_ALPHA
+    return parts.build(), f"alphalie:{kind}", ALPHA_LIES[kind], plane
+
+
+def _meta_entries(meta: bytes) -> list[list]:
+    """A valid metadata section -> [[type, bytes], ...] (a lenient parse: what it can read)."""
+    entries, pos = [], 0
+    while pos + 5 <= len(meta):
+        code, length = struct.unpack_from("<BI", meta, pos)
+        entries.append([code, meta[pos + 5:pos + 5 + length]])
+        pos += 5 + length
+    return entries
+
+
+def _meta_section(entries, lengths: dict | None = None) -> bytes:
+    lengths = lengths or {}
+    return b"".join(struct.pack("<BI", code & 255, lengths.get(i, len(body)) & 0xFFFFFFFF) + body
+                    for i, (code, body) in enumerate(entries))
+
+
+_VALID_EXIF: bytes | None = None
+
+
+def valid_exif() -> bytes:
+    """A small valid EXIF (Make, Software, orientation 1), as Pillow writes it."""
+    global _VALID_EXIF
+    if _VALID_EXIF is None:
+        exif = Image.Exif()
+        exif[0x010F] = "vqcodec-fuzz"
+        exif[0x0131] = "fuzz"
+        exif[0x0112] = 1
+        _VALID_EXIF = exif.tobytes()
+    return _VALID_EXIF
+
+
+SYNTHETIC_METADATA = [[1, b"not an ICC profile: the decoder keeps it as bytes"], [2, b""], [3, b"<x:xmpmeta/>"]]
+METADATA_LIES = ["len-past-end", "len-past-end-middle", "unknown-type", "out-of-order", "duplicate",
+                 "zero-length", "incomplete-entry", "empty-section", "subset"]
+
+
+def m_metalie(rng, data, ctx):
+    """The metadata section rewritten to break exactly one of its rules (types rising, each at most once, none
+    empty, lengths inside the section), the rest valid; "subset" keeps it valid (some entries dropped)."""
+    parts = ctx.parts(data)
+    if parts is None:
+        raise Skip
+    entries = _meta_entries(parts.metadata) if parts.flags & container.FLAG_METADATA else []
+    if not entries:
+        entries = [[c, b or valid_exif()] for c, b in SYNTHETIC_METADATA]
+        entries = sorted(rng.sample(entries, rng.randint(1, 3)))
+    kind = rng.choice(METADATA_LIES)
+    lengths, expect = {}, "refused"
+    if kind == "len-past-end":
+        lengths[len(entries) - 1] = len(entries[-1][1]) + rng.choice([1, 2, 5, 100, 1 << 20]) \
+            if rng.random() < 0.7 else rng.choice([0xFFFFFFFF, 1 << 31, 16 << 20])
+    elif kind == "len-past-end-middle":
+        i = rng.randrange(len(entries))
+        rest = sum(5 + len(b) for _, b in entries[i + 1:])
+        lengths[i] = len(entries[i][1]) + rest + rng.choice([1, 3, 4096])
+    elif kind == "unknown-type":
+        rng.choice(entries)[0] = rng.choice([0, 4, 5, 9, 127, 128, 254, 255])
+    elif kind == "out-of-order":
+        if len(entries) < 2:
+            entries.append([3 if entries[0][0] != 3 else 1, b"<x:xmpmeta/>"])
+            entries.sort()
+        i = rng.randrange(len(entries) - 1)
+        entries[i], entries[i + 1] = entries[i + 1], entries[i]
+    elif kind == "duplicate":
+        i = rng.randrange(len(entries))
+        twin = [entries[i][0], entries[i][1] if rng.random() < 0.5 else b"other bytes"]
+        entries.insert(i + 1, twin)
+    elif kind == "zero-length":
+        rng.choice(entries)[1] = b""
+    elif kind == "incomplete-entry":
+        entries.append([rng.choice([1, 2, 3, 4]), b""])
+        section = _meta_section(entries)[:-rng.randint(1, 4)]
+    elif kind == "subset":
+        entries = sorted(rng.sample(entries, rng.randint(1, len(entries))))
+        expect = "decoded"
+    if kind == "empty-section":
+        section = b""
+    elif kind != "incomplete-entry":
+        section = _meta_section(entries, lengths)
+    parts.metadata = section
+    parts.flags |= container.FLAG_METADATA
+    return parts.build(), f"metalie:{kind}", expect, None
+
+
+EXIF_KINDS = ["random", "garbage", "tiff-garbage", "ifd-past-end", "ifd-loop", "ifd-loop-2", "subifd-loop",
+              "gps-loop", "subifd-past-end", "value-past-end", "count-huge", "entries-huge", "bad-type",
+              "zero-denominator", "next-past-end", "exif-prefix", "header-only", "valid-flipped", "valid-truncated",
+              "orientation"]
+
+
+def broken_exif(kind: str, rng: random.Random, valid: bytes | None = None) -> bytes:
+    """EXIF bytes of one of EXIF_KINDS (never empty): random bytes, or a TIFF structure ("II*\\0" / "MM\\0*")
+    with garbage, offsets past the end, loops, bad types and counts, or a valid EXIF damaged."""
+    valid = valid or valid_exif()
+    bo = rng.choice("<>")
+    head = b"II*\x00" if bo == "<" else b"MM\x00*"
+
+    def tiff(offset: int, body: bytes = b"") -> bytes:
+        return head + struct.pack(bo + "I", offset & 0xFFFFFFFF) + body
+
+    def ifd(entries, next_offset: int = 0) -> bytes:
+        return (struct.pack(bo + "H", len(entries))
+                + b"".join(struct.pack(bo + "HHII", *e) for e in entries) + struct.pack(bo + "I", next_offset))
+
+    if kind == "random":
+        return bytes(rng.randrange(256) for _ in range(rng.randint(1, 300)))
+    if kind == "garbage":
+        return b"garbage"              # issue 29's 68-byte file
+    if kind == "tiff-garbage":
+        return head + bytes(rng.randrange(256) for _ in range(rng.randint(0, 200)))
+    if kind == "ifd-past-end":
+        return tiff(rng.choice([9, 100, 0xFFFF, 0x7FFFFFFF, 0xFFFFFFFF]))
+    if kind == "ifd-loop":
+        return tiff(8, ifd([(0x0112, 3, 1, 1)], 8))
+    if kind == "ifd-loop-2":
+        return tiff(8, ifd([(0x0112, 3, 1, 1)], 26) + ifd([(0x010F, 2, 4, 0x41414141)], 8))
+    if kind in ("subifd-loop", "gps-loop"):
+        return tiff(8, ifd([(0x8769 if kind == "subifd-loop" else 0x8825, 4, 1, 8)]))
+    if kind == "subifd-past-end":
+        return tiff(8, ifd([(rng.choice([0x8769, 0x8825, 0xA005]), 4, 1, rng.choice([27, 0xFFFF, 0xFFFFFFF0]))]))
+    if kind == "value-past-end":
+        return tiff(8, ifd([(0x010F, 2, rng.choice([5, 100, 1 << 16]), rng.choice([26, 5000, 0xFFFFFFF0]))]))
+    if kind == "count-huge":
+        return tiff(8, ifd([(rng.choice([0x010F, 0x0112, 0x011A]), rng.choice([2, 3, 5]), 0xFFFFFFFF, 26)]))
+    if kind == "entries-huge":
+        return tiff(8, struct.pack(bo + "H", rng.choice([0xFFFF, 1000, 2])) + bytes(rng.randint(0, 14)))
+    if kind == "bad-type":
+        return tiff(8, ifd([(0x0112, rng.choice([0, 13, 99, 0xFFFF]), 1, 6)]))
+    if kind == "zero-denominator":
+        return tiff(8, ifd([(0x011A, 5, 1, 38), (0x011B, 10, 1, 46)]) + struct.pack(bo + "IIiI", 72, 0, -1, 0))
+    if kind == "next-past-end":
+        return tiff(8, ifd([(0x0112, 3, 1, 1)], rng.choice([27, 0x7FFFFFFF, 0xFFFFFFFF])))
+    if kind == "exif-prefix":
+        return b"Exif\x00\x00" + tiff(rng.choice([8, 0xFFFF]))
+    if kind == "header-only":
+        return rng.choice([head, head[:2], head[:3], tiff(8)])
+    if kind == "valid-flipped":
+        out = bytearray(valid)
+        for _ in range(rng.randint(1, 4)):
+            out[rng.randrange(len(out))] ^= 1 << rng.randrange(8)
+        return bytes(out)
+    if kind == "valid-truncated":
+        return valid[:rng.randrange(1, len(valid))]
+    if kind == "orientation":   # valid, with an orientation vqcodec never writes (the spec says 1)
+        exif = Image.Exif()
+        exif.load(valid_exif())
+        exif[0x0112] = rng.choice([0, 2, 6, 8, 9, 65535])
+        return exif.tobytes()
+    raise ValueError(kind)
+
+
+def with_exif(parts: Parts, exif: bytes) -> None:
+    """parts' metadata section with its EXIF entry (type 2) replaced or added, the other entries kept."""
+    entries = [e for e in _meta_entries(parts.metadata) if e[0] != 2] if parts.flags & container.FLAG_METADATA \
+        else []
+    parts.metadata = _meta_section(sorted(entries + [[2, exif]]))
+    parts.flags |= container.FLAG_METADATA
+
+
+def m_exif(rng, data, ctx):
+    """A broken EXIF inside an otherwise valid metadata section: the file must decode, and save to every format."""
+    parts = ctx.parts(data)
+    if parts is None:
+        raise Skip
+    old = dict(_meta_entries(parts.metadata)).get(2) if parts.flags & container.FLAG_METADATA else None
+    kind = rng.choice(EXIF_KINDS)
+    with_exif(parts, broken_exif(kind, rng, old))
+    return parts.build(), f"exif:{kind}", "saved", None
+
+
+JUNK_FILLS = {"zeros": lambda n: bytes(n), "ones": lambda n: b"\xff" * n,
+              "pattern": lambda n: b"\xde\xad\xbe\xef" * (n // 4)}
+
+
+def m_junk(rng, data, ctx):
+    """The valid-but-last-tile-junk bomb: a valid file of several tiles whose last tile's stream (in the last
+    stage, or another) is junk of the same length, CRCs made right; refused (FormatError) after the tiles before
+    it are decoded."""
+    parts = ctx.parts(data)
+    if parts is None or not parts.streams or len(parts.streams[0]) < 2:
+        raise Skip
+    stage = -1 if rng.random() < 0.7 else rng.randrange(len(parts.streams))
+    fill = rng.choice(sorted(JUNK_FILLS))
+    return last_tile_junk(data, stage, fill), f"junk:stage{stage % len(parts.streams)}:{fill}", "refused", None
+
+
 # (function, weight, fix the checksums afterwards with probability)
 MUTATIONS = [
     (m_bitflip, 10, 0.6), (m_byteset, 8, 0.6), (m_truncate, 6, 0.3), (m_insert, 4, 0.5), (m_delete, 4, 0.5),
     (m_duplicate, 3, 0.5), (m_append, 2, 0.5), (m_splice, 4, 0.5), (m_foreign, 1, 0.0),
     (m_field, 10, 1.0), (m_name, 3, 1.0), (m_varint, 7, 1.0), (m_payload, 10, 1.0), (m_streams, 7, 1.0),
     (m_reshape, 6, 1.0), (m_claim, 1, 1.0), (m_alpha, 5, 1.0), (m_metadata, 5, 1.0), (m_flags, 3, 1.0),
+    (m_alphalie, 4, 1.0), (m_metalie, 3, 1.0), (m_exif, 3, 1.0), (m_junk, 2, 1.0),
 ]
+# a family's name is its function's without m_ (and the word each of its steps' descriptions begins with)
+FAMILIES = {m.__name__[2:]: m for m, _, _ in MUTATIONS}
+FAMILY_GROUPS = {"issue29": ["alphalie", "metalie", "exif", "junk"]}
+
+
+def parse_families(text: str | None) -> list[str] | None:
+    """--families NAME,NAME (or a group, issue29) -> the names; None (all families) for None or "all"."""
+    if text is None or text == "all":
+        return None
+    names = []
+    for name in filter(None, (x.strip() for x in text.split(","))):
+        for n in FAMILY_GROUPS.get(name, [name]):
+            if n not in FAMILIES:
+                raise ValueError(f"unknown mutation family {n!r} (one of {', '.join(FAMILIES)}, "
+                                 f"or {', '.join(FAMILY_GROUPS)})")
+            names.append(n)
+    return names
 
 
 class Context:
@@ -849,29 +1256,35 @@ class Case:
     data: bytes
     quality: int | None
     steps: list
+    expect: str | None = None          # refused (a FormatError) | decoded | saved | None (either, cleanly)
+    alpha: np.ndarray | None = field(default=None, repr=False)   # the alpha plane a decode must give
 
     @property
     def description(self) -> str:
         q = "" if self.quality is None else f" quality={self.quality}"
-        return f"corpus{self.base}: " + " | ".join(self.steps) + q
+        e = "" if self.expect is None else f" (must be {self.expect})"
+        return f"corpus{self.base}: " + " | ".join(self.steps) + q + e
 
 
-def make_case(seed: int, corpus: list[CorpusFile]) -> Case:
+def make_case(seed: int, corpus: list[CorpusFile], families: list[str] | None = None) -> Case:
+    """Case `seed`: a corpus file and one to three mutations drawn from `families` (None: all, by weight).
+    A case of one mutation that knows its outcome, with no quality=, carries that outcome as `expect`."""
     rng = random.Random(seed)
     ctx = Context(corpus)
     base = rng.randrange(len(corpus))
     data = corpus[base].data
-    steps = []
-    funcs = [m for m, _, _ in MUTATIONS]
-    weights = [w for _, w, _ in MUTATIONS]
-    fix = {m: p for m, _, p in MUTATIONS}
+    steps, known = [], []
+    table = MUTATIONS if families is None else [t for t in MUTATIONS if t[0].__name__[2:] in families]
+    funcs = [m for m, _, _ in table]
+    weights = [w for _, w, _ in table]
+    fix = {m: p for m, _, p in table}
     n = rng.choices([1, 2, 3], [6, 3, 1])[0]
     tries = 0
     while len(steps) < n and tries < 20:
         tries += 1
         m = rng.choices(funcs, weights)[0]
         try:
-            new, what = m(rng, data, ctx)
+            new, what, *outcome = m(rng, data, ctx)
         except Skip:
             continue
         if len(new) > MAX_CASE_BYTES:
@@ -881,10 +1294,12 @@ def make_case(seed: int, corpus: list[CorpusFile]) -> Case:
             what += "+crc"
         data = new
         steps.append(what)
+        known.append((outcome + [None, None])[:2])
     quality = None
     if rng.random() < 0.25:
         quality = rng.choice([1, 1, 2, 2, 3, 3, 4, 5, 0, 6, 13])
-    return Case(seed, base, data, quality, steps)
+    expect, alpha = known[0] if len(steps) == 1 and quality is None else (None, None)
+    return Case(seed, base, data, quality, steps, expect, alpha)
 
 
 # --- running cases ----------------------------------------------------------------------------------------
@@ -908,20 +1323,55 @@ def message_prefix(message: str, n: int = 70) -> str:
     return line[:n]
 
 
+SAVE_FORMATS = ("PNG", "TIFF", "JPEG", "WEBP")
+
+
+def check_decoded(case: Case, image) -> tuple | None:
+    """What is wrong with a decode of `case`, as (type, message[, traceback]); None if nothing. The image must
+    have the header's size and a mode the codec gives; a case that must be refused must not decode; a decoded
+    alpha plane must be the one the case wrote; a case that must save is written in every SAVE_FORMATS."""
+    head = container.unpack(case.data)
+    if image.size != (head.width, head.height) or image.mode not in ("RGB", "L", "RGBA", "LA"):
+        return "WrongImage", f"decoded {image.size} {image.mode}, header {head.width}x{head.height}"
+    if case.expect == "refused":
+        return "Accepted", f"decoded a file that must be refused ({image.mode} {image.width}x{image.height})"
+    if case.alpha is not None:
+        if image.mode not in ("RGBA", "LA"):
+            return "WrongAlpha", f"decoded {image.mode}: the file's alpha plane is lost"
+        got = np.asarray(image.getchannel("A"))
+        if got.shape != case.alpha.shape or not np.array_equal(got, case.alpha):
+            wrong = int((got != case.alpha).sum()) if got.shape == case.alpha.shape else got.size
+            return "WrongAlpha", f"{wrong} of {case.alpha.size} alpha values differ from the file's plane"
+    if case.expect == "saved":
+        import warnings
+
+        from vqcodec.images import save_image
+        for fmt in SAVE_FORMATS:
+            try:
+                with warnings.catch_warnings():   # the CLI turns warnings into notes; an exception is an Error
+                    warnings.simplefilter("ignore")
+                    save_image(image, io.BytesIO(), fmt, [])
+            except Exception as e:  # noqa: BLE001
+                return ("SaveError", f"{fmt}: {type(e).__name__}: {(str(e).splitlines() or [''])[0]}",
+                        traceback.format_exc(limit=-6))
+    return None
+
+
 def run_case(codec, case: Case, time_limit: float) -> dict:
     """Decode one case: {"outcome": refused | decoded | bad, "type", "message", "seconds"}."""
-    result = {"seed": case.seed, "mutation": case.description, "bytes": len(case.data)}
+    result = {"seed": case.seed, "mutation": case.description, "bytes": len(case.data), "expect": case.expect}
     old = signal.signal(signal.SIGALRM, _alarm)
     signal.setitimer(signal.ITIMER_REAL, time_limit)
     t = time.perf_counter()
     try:
         image = codec.decompress(case.data, quality=case.quality)
         elapsed = time.perf_counter() - t
+        problem = check_decoded(case, image)     # under the alarm still: saving is part of the case
         signal.setitimer(signal.ITIMER_REAL, 0)
-        head = container.unpack(case.data)
-        if image.size != (head.width, head.height) or image.mode not in ("RGB", "L", "RGBA", "LA"):
-            result.update(outcome="bad", type="WrongImage",
-                          message=f"decoded {image.size} {image.mode}, header {head.width}x{head.height}")
+        if problem:
+            result.update(outcome="bad", type=problem[0], message=problem[1])
+            if len(problem) > 2:
+                result["traceback"] = problem[2]
         else:
             result.update(outcome="decoded", type="", message="")
     except CaseTimeout:
@@ -941,6 +1391,10 @@ def run_case(codec, case: Case, time_limit: float) -> dict:
         result.update(outcome="refused" if ok and not out_of_memory else "bad", type=kind, message=message)
         if not ok:
             result["traceback"] = traceback.format_exc(limit=-6)
+        elif result["outcome"] == "refused" and case.expect in ("decoded", "saved"):
+            result.update(outcome="bad", type="Refused", message=f"a valid file refused: {kind}: {message}")
+        elif result["outcome"] == "refused" and case.expect == "refused" and not isinstance(e, container.FormatError):
+            result.update(outcome="bad", type="WrongRefusal", message=f"{kind}, not a FormatError: {message}")
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
@@ -963,7 +1417,7 @@ def measured_case(codec, case: Case, time_limit: float) -> dict:
     return result
 
 
-def _worker(conn, codec, corpus, time_limit: float, memory_mb: int | None) -> None:
+def _worker(conn, codec, corpus, time_limit: float, memory_mb: int | None, families=None) -> None:
     if memory_mb:
         limit = memory_mb << 20
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -976,16 +1430,16 @@ def _worker(conn, codec, corpus, time_limit: float, memory_mb: int | None) -> No
             return
         if seed is None:
             return
-        conn.send(measured_case(codec, make_case(seed, corpus), time_limit))
+        conn.send(measured_case(codec, make_case(seed, corpus, families), time_limit))
 
 
 class WorkerPool:
     """One forked worker (the model and corpus inherited), reused; restarted after a crash or a hang."""
 
-    def __init__(self, codec, corpus, time_limit: float, memory_mb: int | None):
+    def __init__(self, codec, corpus, time_limit: float, memory_mb: int | None, families=None):
         import multiprocessing as mp
         self.mp = mp.get_context("fork")
-        self.args = (codec, corpus, time_limit, memory_mb)
+        self.args = (codec, corpus, time_limit, memory_mb, families)
         self.time_limit = time_limit
         self.proc = None
         self.restarts = 0
@@ -1054,14 +1508,14 @@ def environment() -> dict:
 
 
 def fuzz(codec, corpus, cases: int, seed: int = 0, time_limit: float = 2.0, memory_mb: int | None = None,
-         progress=None, model: str = "tiny") -> dict:
-    """Run `cases` cases; returns the summary (see --json)."""
+         progress=None, model: str = "tiny", families: list[str] | None = None) -> dict:
+    """Run `cases` cases (their mutations drawn from `families`, None: all); returns the summary (see --json)."""
     import torch
     torch.set_num_threads(1)
     outcomes, types, messages = Counter(), Counter(), Counter()
-    by_mutation = defaultdict(Counter)
+    by_mutation, expected = defaultdict(Counter), defaultdict(Counter)
     bad, slowest = [], []
-    pool = WorkerPool(codec, corpus, time_limit, memory_mb) if memory_mb else None
+    pool = WorkerPool(codec, corpus, time_limit, memory_mb, families) if memory_mb else None
     rss_before = maxrss_mb()
     peak = rss_before if pool is None else 0.0     # with workers: theirs
     growth = None
@@ -1071,9 +1525,9 @@ def fuzz(codec, corpus, cases: int, seed: int = 0, time_limit: float = 2.0, memo
         for k in range(cases):
             case_seed = seed * SEED_STRIDE + k
             if pool is None:
-                r = measured_case(codec, make_case(case_seed, corpus), time_limit)
+                r = measured_case(codec, make_case(case_seed, corpus, families), time_limit)
             else:
-                r = pool.run(case_seed, lambda: make_case(case_seed, corpus).description)
+                r = pool.run(case_seed, lambda: make_case(case_seed, corpus, families).description)
             if "maxrss_mb" in r:
                 peak = max(peak, r["maxrss_mb"])
                 if r["rss_growth_mb"] > 0 and (growth is None or r["rss_growth_mb"] > growth["grew_mb"]):
@@ -1081,6 +1535,8 @@ def fuzz(codec, corpus, cases: int, seed: int = 0, time_limit: float = 2.0, memo
                               "to_mb": round(r["maxrss_mb"], 1)}
             total_case_s += r["seconds"]
             outcomes[r["outcome"]] += 1
+            if r.get("expect"):
+                expected[r["expect"]][r["outcome"]] += 1
             if r["type"]:
                 types[r["type"]] += 1
                 messages[f"{r['type']}: {message_prefix(r['message'])}"] += 1
@@ -1108,6 +1564,9 @@ def fuzz(codec, corpus, cases: int, seed: int = 0, time_limit: float = 2.0, memo
         "exception_types": dict(types.most_common()),
         "messages": dict(messages.most_common()),
         "by_mutation": {k: dict(v) for k, v in sorted(by_mutation.items())},
+        "families": families or "all",
+        # cases whose outcome was known in advance (one mutation of a family that knows it, no quality=)
+        "expected": {k: dict(v) for k, v in sorted(expected.items())},
         "slowest": slowest,
         "peak_rss_mb": round(peak, 1),
         "rss_before_cases_mb": round(rss_before, 1),     # this process, after building the corpus
@@ -1164,12 +1623,13 @@ def run_bombs(codec) -> list[dict]:
     return out
 
 
-def last_tile_junk(data: bytes) -> bytes:
-    """A valid file with the last tile's stream of its last stage replaced by zeros (CRCs made right): it is
-    refused only once the valid tiles before it are entropy-decoded."""
+def last_tile_junk(data: bytes, stage: int = -1, fill: str = "zeros") -> bytes:
+    """A valid file with the last tile's stream of its last stage (or of `stage`) replaced by junk of the same
+    length, zeros by default (JUNK_FILLS; CRCs made right): it is refused only once the valid tiles before it
+    are entropy-decoded."""
     parts = Parts.of(data)
-    last = parts.streams[-1][-1]
-    parts.streams[-1][-1] = bytes(len(last))
+    last = parts.streams[stage][-1]
+    parts.streams[stage][-1] = JUNK_FILLS[fill](len(last))
     return parts.build()
 
 
@@ -1199,10 +1659,235 @@ def work_per_kb(codec, side: int = 2048) -> list[dict]:
     return out
 
 
+# --- the command line: broken EXIF to every output format, and special output paths (a process each) ---------
+CLI_FORMATS = ("png", "tiff", "jpg", "webp")     # --format names
+CLI_EXIF_BASES = ("37x29-RGB", "7x5-LA", "1x1-RGBA", "2x3-L", "144x144-RGBA", "300x200-L")
+
+
+def export_model_dir(codec, folder: Path) -> Path:
+    """`codec`'s model written as a model folder (what `--model DIR` takes), for the CLI runs."""
+    from vqcodec.codec import VQCodec
+    from vqcodec.training_cli import export_model
+    path = Path(folder) / codec.cfg.name
+    if not (path / "model.safetensors").exists():
+        export_model(VQCodec.serialize(codec.autoencoder, codec.prior, codec.coarse_codes), codec.cfg, {}, path)
+    return path
+
+
+def exif_files(corpus: list[CorpusFile], seed: int = 0, count: int | None = None,
+               big: bool = True) -> list[tuple[str, bytes]]:
+    """(name, .vq bytes) of valid files whose metadata section holds a broken EXIF: every EXIF_KINDS kind once
+    (then random kinds up to `count`), on small corpus files of every mode; with `big`, also an EXIF of 70,000
+    random bytes and a valid EXIF of 70,000 bytes (over JPEG's 65,533-byte APP1 segment)."""
+    rng = random.Random(seed)
+    bases = [f for f in corpus if f.name.startswith(CLI_EXIF_BASES)]
+    kinds = list(EXIF_KINDS)
+    kinds += [rng.choice(EXIF_KINDS) for _ in range(max(0, (count or len(kinds)) - len(kinds)))]
+    out = []
+    for i, kind in enumerate(kinds[:count or len(kinds)]):
+        base = bases[i % len(bases)]
+        parts = Parts.of(base.data)
+        with_exif(parts, broken_exif(kind, rng))
+        out.append((f"exif{i:02d}-{kind}", parts.build()))
+    if big:
+        exif = Image.Exif()
+        exif[0x010E] = "x" * 70000      # ImageDescription
+        big_random = bytes(rng.randrange(256) for _ in range(70000))
+        for name, blob in (("big-random", big_random), ("big-valid", exif.tobytes())):
+            parts = Parts.of(bases[0].data)
+            with_exif(parts, blob)
+            out.append((f"exif{len(out):02d}-{name}", parts.build()))
+    return out
+
+
+def _run_cli(args, timeout: float, cwd=None) -> dict:
+    """`python -m vqcodec.cli ARGS` in a fresh process: rc, stdout, stderr, seconds (rc None: it hung)."""
+    import subprocess
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    t = time.perf_counter()
+    try:
+        p = subprocess.run([sys.executable, "-m", "vqcodec.cli", *map(str, args)], capture_output=True,
+                           timeout=timeout, cwd=cwd or ROOT, env=env, stdin=subprocess.DEVNULL)
+        rc, out, err = p.returncode, p.stdout, p.stderr.decode("utf-8", "replace")
+    except subprocess.TimeoutExpired as e:
+        rc, out, err = None, e.stdout or b"", (e.stderr or b"").decode("utf-8", "replace")
+    return {"rc": rc, "stdout": out, "stderr": err, "seconds": time.perf_counter() - t}
+
+
+def _image_size(data_or_path) -> tuple | str:
+    """The size of the image in these bytes or this file, read with Pillow (warnings off), or why not."""
+    import warnings
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            src = io.BytesIO(data_or_path) if isinstance(data_or_path, bytes) else data_or_path
+            with Image.open(src) as im:
+                im.load()
+                return im.size
+    except Exception as e:  # noqa: BLE001
+        return f"{type(e).__name__}: {e}"
+
+
+def judge_cli(check: dict, r: dict) -> str | None:
+    """What is wrong with one CLI run, or None. check["expect"]:
+    - "decoded": exit 0, nothing on stderr but "Note: " lines, each of check["outputs"] (path, size) an image of
+      that size (check["stdout"]: a size, the image on standard output, and its status line on stderr);
+    - "refused": exit 1, exactly one line on stderr, starting "Error: "; check["keep"]: (path, "fifo" | "char"
+      | "symlink") must still be that;
+    - "either": one of the two (check["stdout"] then the image if it exits 0)."""
+    import stat as stat_module
+    if r["rc"] is None:
+        return f"hung (over {check.get('timeout', 0):g} s)"
+    err = r["stderr"]
+    problems = []
+    if "Traceback" in err:
+        problems.append("a traceback")
+    expect = check["expect"]
+    if expect == "either":
+        expect = "decoded" if r["rc"] == 0 else "refused"
+    if expect == "decoded":
+        if r["rc"] != 0:
+            problems.append(f"exit {r['rc']}, not 0")
+        # notes, and where the image goes to standard output, the line saying so ("x.vq -> <stdout>: WxH MODE")
+        others = [line for line in err.splitlines() if not line.startswith("Note: ")
+                  and not (check.get("stdout") and re.fullmatch(r".* -> <stdout>: \d+x\d+ [A-Z]+", line))]
+        if others:
+            problems.append(f"stderr has lines other than notes: {others[:3]!r}")
+        for path, size in check.get("outputs", []):
+            got = _image_size(path) if Path(path).is_file() else "missing"
+            if got != size:
+                problems.append(f"{Path(path).name}: {got}, not an image of {size}")
+        if check.get("stdout"):
+            got = _image_size(r["stdout"])
+            if got != check["stdout"]:
+                problems.append(f"standard output: {got}, not an image of {check['stdout']}")
+    else:
+        if r["rc"] != 1:
+            problems.append(f"exit {r['rc']}, not 1")
+        if not (err.count("\n") == 1 and err.endswith("\n") and err.startswith("Error: ")):
+            problems.append(f"stderr is not one 'Error: ' line: {err[:300]!r}")
+    for path, kind in check.get("keep", []):
+        st = os.lstat(path) if os.path.lexists(path) else None
+        ok = st is not None and {"fifo": stat_module.S_ISFIFO, "char": stat_module.S_ISCHR,
+                                  "symlink": stat_module.S_ISLNK}[kind](st.st_mode)
+        if not ok:
+            problems.append(f"{path} is no longer a {kind}")
+    return "; ".join(problems) or None
+
+
+def cli_checks(codec, corpus: list[CorpusFile], workdir: Path, model_arg: str | None, seed: int = 0,
+               exif_count: int | None = None, big_exif: bool = True, jobs: int = 2, timeout: float = 120.0,
+               formats=CLI_FORMATS, select=None) -> list[dict]:
+    """The checks that need the real command, each in a fresh process (about 2 s each, most of it importing
+    torch): the broken-EXIF files decoded to every format (a batch per format, and one file alone to TIFF),
+    and a valid file decoded to special outputs: a FIFO and /dev/null, with and without --force, a symlink to a
+    FIFO (refused: one Error line, the FIFO left alone), /dev/stdout (standard output) and /dev/fd/1 (standard
+    output or one Error line). select(name), if given, picks the checks to run. Returns the checks with their
+    outcome ("problem": None where all was right)."""
+    from concurrent.futures import ThreadPoolExecutor
+    workdir = Path(workdir)
+    model = ["--model", str(model_arg)] if model_arg else []
+    checks = []
+    folder = workdir / "exif"
+    folder.mkdir(parents=True, exist_ok=True)
+    sizes = {}
+    for name, data in exif_files(corpus, seed, exif_count, big_exif):
+        (folder / f"{name}.vq").write_bytes(data)
+        head = container.unpack(data)
+        sizes[name] = (head.width, head.height)
+    for fmt in formats:
+        out = workdir / f"out-{fmt}"
+        ext = OUTPUT_EXTENSIONS[fmt]
+        checks.append({"name": f"broken EXIF -> {fmt} ({len(sizes)} files, -o)", "expect": "decoded",
+                       "args": ["decompress", *sorted(folder.glob("*.vq")), "-o", out, "--format", fmt, "--quiet",
+                                *model],
+                       "outputs": [(out / f"{n}{ext}", s) for n, s in sorted(sizes.items())]})
+    first = sorted(sizes)[0]
+    checks.append({"name": f"broken EXIF -> tif (one file: {first})", "expect": "decoded",
+                   "args": ["decompress", folder / f"{first}.vq", workdir / "alone.tif", *model],
+                   "outputs": [(workdir / "alone.tif", sizes[first])]})
+    valid = next(f for f in corpus if f.name.startswith("37x29-RGB-"))
+    src = workdir / "valid.vq"
+    src.write_bytes(valid.data)
+    size = (container.unpack(valid.data).width, container.unpack(valid.data).height)
+    fifo = workdir / "fifo"
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    link = workdir / "link-to-fifo.png"
+    if not os.path.lexists(link):
+        os.symlink(fifo, link)
+    for force in ([], ["--force"]):
+        checks.append({"name": f"OUT a FIFO {' '.join(force)}".strip(), "expect": "refused",
+                       "args": ["decompress", src, fifo, "--format", "png", *force, *model],
+                       "keep": [(fifo, "fifo")]})
+        checks.append({"name": f"OUT /dev/null {' '.join(force)}".strip(), "expect": "refused",
+                       "args": ["decompress", src, "/dev/null", "--format", "png", *force, *model],
+                       "keep": [("/dev/null", "char")]})
+    checks.append({"name": "OUT a symlink to a FIFO --force", "expect": "refused",
+                   "args": ["decompress", src, link, "--force", *model], "keep": [(link, "symlink"), (fifo, "fifo")]})
+    checks.append({"name": "OUT /dev/stdout", "expect": "decoded", "stdout": size,
+                   "args": ["decompress", src, "/dev/stdout", *model]})
+    checks.append({"name": "OUT /dev/fd/1", "expect": "either", "stdout": size,
+                   "args": ["decompress", src, "/dev/fd/1", "--format", "png", *model]})
+    checks = [c for c in checks if select is None or select(c["name"])]
+    for c in checks:
+        c["timeout"] = timeout
+
+    def one(check):
+        r = _run_cli(check["args"], timeout)
+        check.update(rc=r["rc"], seconds=round(r["seconds"], 2), stderr=r["stderr"][-2000:],
+                     problem=judge_cli(check, r))
+        return check
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        return list(pool.map(one, checks))
+
+
+OUTPUT_EXTENSIONS = {"png": ".png", "tif": ".tif", "tiff": ".tif", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp"}
+
+
+def run_cli_family(codec, corpus, model: str, seed: int = 0, exif_count: int | None = None, big_exif: bool = True,
+                   jobs: int = 2, model_dir: Path | None = None) -> dict:
+    """--cli: cli_checks in a temporary folder (the tiny model exported into it); the summary."""
+    import tempfile
+    t = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="vqfuzz-cli-") as tmp:
+        if model_dir is not None:
+            model_arg = str(model_dir)
+        elif model == "tiny":
+            model_arg = str(export_model_dir(codec, Path(tmp) / "models"))
+        else:
+            model_arg = None if model == "default" else model
+        checks = cli_checks(codec, corpus, Path(tmp), model_arg, seed, exif_count, big_exif, jobs)
+    for c in checks:
+        c["args"] = [str(a).replace(tmp, "$TMP") for a in c["args"]]
+        c["stderr"] = c["stderr"].replace(tmp, "$TMP")
+        c["problem"] = c["problem"] and c["problem"].replace(tmp, "$TMP")
+        for key in ("outputs", "keep"):
+            if key in c:
+                c[key] = [[str(p).replace(tmp, "$TMP"), v] for p, v in c[key]]
+    failed = [c for c in checks if c["problem"]]
+    return {"mode": "cli", "model": model, "seed": seed, "checks": len(checks), "passed": len(checks) - len(failed),
+            "failed": len(failed), "wall_s": round(time.perf_counter() - t, 1), "results": checks}
+
+
+def print_cli_summary(s: dict) -> None:
+    print(f"CLI checks, model {s['model']}, seed {s['seed']}: {s['passed']} of {s['checks']} passed "
+          f"in {s['wall_s']} s")
+    for c in s["results"]:
+        print(f"  {'ok  ' if not c['problem'] else 'BAD '} {c['seconds']:6.2f} s  exit {c['rc']}  {c['name']}"
+              + (f"\n         {c['problem']}" if c["problem"] else ""))
+    print(f"BAD CLI checks: {s['failed']}")
+
+
 def print_summary(s: dict) -> None:
     print(f"{s['cases']} cases, model {s['model']}, {s['mode']}, seed {s['seed']}: {s['wall_s']} s "
           f"({s['cases_per_s']} cases/s)")
     print("outcomes:", s["outcomes"])
+    if s.get("families", "all") != "all":
+        print("families:", ", ".join(s["families"]))
+    if s.get("expected"):
+        print("cases with a known outcome:", "; ".join(f"must be {k}: {v}" for k, v in s["expected"].items()))
     print("exception types:", s["exception_types"])
     print("messages (top 25):")
     for m, n in list(s["messages"].items())[:25]:
@@ -1221,8 +1906,9 @@ def print_summary(s: dict) -> None:
         print("BAD cases: 0")
 
 
-def replay(codec, corpus, seed: int, time_limit: float, write: str | None, memory_mb: int | None = None) -> int:
-    case = make_case(seed, corpus)
+def replay(codec, corpus, seed: int, time_limit: float, write: str | None, memory_mb: int | None = None,
+           families: list[str] | None = None) -> int:
+    case = make_case(seed, corpus, families)
     if memory_mb:   # as in a worker: this whole process under RLIMIT_AS
         resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
     print(f"seed {seed}: {case.description} ({len(case.data)} bytes)")
@@ -1251,7 +1937,23 @@ def main(argv=None) -> int:
     ap.add_argument("--progress", type=int, default=0, metavar="N", help="a line on stderr every N cases")
     ap.add_argument("--bomb", action="store_true", help="time the 44-byte bomb and two minimal-payload claims, "
                     "in this process, and exit")
+    ap.add_argument("--families", default=None, metavar="NAME,...",
+                    help="draw mutations from these families only (names: " + ", ".join(FAMILIES)
+                    + "; issue29 = " + ",".join(FAMILY_GROUPS["issue29"]) + "); default all, by weight. "
+                    "Give --replay the --families of its run")
+    ap.add_argument("--cli", action="store_true", help="instead of in-process cases, run the fixed CLI checks "
+                    "(python -m vqcodec.cli, a process each): broken EXIF to png, tiff, jpg and webp, and special "
+                    "output paths (FIFO, /dev/null, a symlink to a FIFO, /dev/stdout, /dev/fd/1)")
+    ap.add_argument("--cli-exif", type=int, default=None, metavar="N",
+                    help="with --cli: N broken-EXIF files (default: one per kind, %d)" % len(EXIF_KINDS))
+    ap.add_argument("--no-big-exif", action="store_true",
+                    help="with --cli: leave out the two 70,000-byte EXIFs (over what a JPEG can hold)")
+    ap.add_argument("--jobs", type=int, default=2, help="with --cli: processes at a time (default 2)")
     args = ap.parse_args(argv)
+    try:
+        families = parse_families(args.families)
+    except ValueError as e:
+        ap.error(str(e))
 
     codec = build_codec(args.model)
     if args.bomb:
@@ -1261,10 +1963,19 @@ def main(argv=None) -> int:
                                                   indent=1) + "\n")
         return 0
     corpus = build_corpus(codec, args.model)
+    if args.cli:
+        summary = run_cli_family(codec, corpus, args.model, args.seed, args.cli_exif, not args.no_big_exif,
+                                 args.jobs)
+        print_cli_summary(summary)
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps({**summary, "env": environment()}, indent=1) + "\n")
+        return 1 if summary["failed"] else 0
     if args.replay is not None:
-        return replay(codec, corpus, args.replay, args.time_limit_per_case, args.write_case, args.memory_limit)
+        return replay(codec, corpus, args.replay, args.time_limit_per_case, args.write_case, args.memory_limit,
+                      families)
     summary = fuzz(codec, corpus, args.cases, args.seed, args.time_limit_per_case, args.memory_limit,
-                   args.progress, args.model)
+                   args.progress, args.model, families)
     print_summary(summary)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

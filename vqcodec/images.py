@@ -22,6 +22,7 @@ ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 # metadata entries in a .vq file: type byte -> name; see docs/format.md ("Metadata")
 META_TYPES = {1: "icc", 2: "exif", 3: "xmp"}
 META_CODES = {v: k for k, v in META_TYPES.items()}
+JPEG_MARKER_BYTES = 65533        # the most EXIF bytes one JPEG APP1 marker holds (Pillow refuses more)
 ALPHA_PNG = 0                    # alpha section method: the 8-bit plane as a grayscale PNG (lossless)
 
 
@@ -307,6 +308,12 @@ def save_image(im: Image.Image, fp, fmt: str, notes: list | None = None) -> None
     if exif and fmt == "TIFF" and not _exif_readable(exif):  # the TIFF writer parses EXIF; the others copy it
         notes.append("the file's EXIF is damaged: TIFF cannot hold it, left out")
         exif = None
+    if fmt == "JPEG" and exif and len(exif) > JPEG_MARKER_BYTES:
+        notes.append(f"the EXIF ({len(exif)} bytes) is longer than a JPEG marker holds: left out")
+        exif = None
+    if fmt == "JPEG" and xmp and len(xmp) > JPEG_MARKER_BYTES - 29:   # less the XMP namespace header
+        notes.append(f"the XMP ({len(xmp)} bytes) is longer than a JPEG marker holds: left out")
+        xmp = None
     if fmt in ("JPEG", "PPM") and im.mode in ("RGBA", "LA"):
         notes.append(f"{fmt} holds no alpha: the {im.mode} image is composited on white")
         base = Image.new(im.mode, im.size, (255,) * len(im.mode))
@@ -328,6 +335,11 @@ def save_image(im: Image.Image, fp, fmt: str, notes: list | None = None) -> None
             info = PngImagePlugin.PngInfo()
             info.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8", "replace"))
             kwargs["pnginfo"] = info
+        elif xmp and fmt == "TIFF" and exif:   # Pillow's TIFF writer takes one of exif= and tiffinfo=: one IFD
+            merged = Image.Exif()
+            merged.load(exif)
+            merged[700] = xmp
+            kwargs["exif"] = merged
         elif xmp and fmt == "TIFF":
             from PIL import TiffImagePlugin
 
