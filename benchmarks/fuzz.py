@@ -104,7 +104,8 @@ KODAK = ROOT / "benchmarks" / "kodak" / "kodim23.png"
 # The tiny model of issue 9 (channels 8/16, latent 4, 16 codes, 3 stages) plus two coarse levels, so that
 # the coarse alphabets are fuzzed too. Qualities 1..5: stage 0 limited to 4 or 8 codes, then 1, 2, 3 full stages.
 TINY_CONFIG = dict(name="tiny-fuzz", channels=(8, 16), latent_dim=4, codebook_size=16, num_stages=3,
-                   prior_hidden=8, coarse_sizes=(4, 8))
+                   prior_hidden=8, coarse_sizes=(4, 8), transform="conv", stage_gains=False, postfilter=0,
+                   prior_stage_count=False, stage0_prior_kernel=0, stage0_prior_passes=0)
 INTERESTING_U32 = [0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 63, 64, 65, 127, 128, 129, 255, 256, 511, 512, 513, 1023,
                    1024, 1025, 4095, 4096, 11585, 16383, 16384, 32767, 32768, 65534, 65535, 65536, 1 << 20,
                    (1 << 31) - 1, 1 << 31, (1 << 32) - 1]

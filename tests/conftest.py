@@ -11,8 +11,12 @@ from vqcodec.config import ModelConfig
 from vqcodec.prior import IntegerPrior, exp_table
 from vqcodec.training_cli import export_model
 
+# The plain design (conv transform, no gains, post-filter, coarse levels or stage-count prior): what the
+# tiny test models build on; ModelConfig's defaults are the shipped architecture.
+PLAIN = dict(transform="conv", stage_gains=False, postfilter=0, coarse_sizes=(), prior_stage_count=False,
+             stage0_prior_kernel=0, stage0_prior_passes=0)
 TINY = ModelConfig(name="tiny-test", channels=(8, 16), latent_dim=4, codebook_size=16, num_stages=3,
-                   prior_hidden=8, prior_passes=4)
+                   prior_hidden=8, prior_passes=4, **PLAIN)
 
 
 def integer_prior(cfg: ModelConfig, seed: int = 0) -> IntegerPrior:

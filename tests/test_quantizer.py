@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import PLAIN
 from vqcodec.autoencoder import VQAutoencoder
 from vqcodec.config import ModelConfig
 from vqcodec.quantizer import ResidualVQ, VectorQuantizer
@@ -40,7 +41,7 @@ def test_kmeans_init_and_dead_code_restart():
 
 
 def test_autoencoder_shapes_and_quantizer_dropout():
-    cfg = ModelConfig(channels=(8, 16, 16), latent_dim=4, codebook_size=8, num_stages=3)
+    cfg = ModelConfig(**{**PLAIN, "channels": (8, 16, 16), "latent_dim": 4, "codebook_size": 8, "num_stages": 3})
     model = VQAutoencoder(cfg)
     x = torch.rand(2, 3, 32, 24)
     recon, commit, indices, _ = model(x, torch.tensor([1, 3]))
@@ -58,7 +59,7 @@ def test_hybrid_transform_starts_as_its_linear_block_transform():
     from vqcodec.autoencoder import VQAutoencoder
     from vqcodec.config import ModelConfig
 
-    cfg = ModelConfig(name="t", channels=(8, 16), latent_dim=6, codebook_size=16, num_stages=2, transform="klt-hybrid")
+    cfg = ModelConfig(**{**PLAIN, "name": "t", "channels": (8, 16), "latent_dim": 6, "codebook_size": 16, "num_stages": 2, "transform": "klt-hybrid"})
     ae = VQAutoencoder(cfg)
     basis = torch.linalg.qr(torch.randn(48, 48))[0][:6]                          # (6, 48) orthonormal rows
     mean = torch.tensor([0.2, 0.5, 0.7])
@@ -94,7 +95,7 @@ def test_a_hybrid_started_from_a_conv_model_computes_what_it_does_and_its_linear
     from vqcodec.train import start_from
 
     torch.manual_seed(0)
-    conv = VQAutoencoder(ModelConfig(name="t", channels=(8, 16), latent_dim=6, codebook_size=16, num_stages=2)).train()
+    conv = VQAutoencoder(ModelConfig(**{**PLAIN, "name": "t", "channels": (8, 16), "latent_dim": 6, "codebook_size": 16, "num_stages": 2})).train()
     conv.rvq(torch.randn(256, 6))  # k-means init of the codebooks
     conv.eval()
     hybrid = VQAutoencoder(dataclasses.replace(conv.cfg, transform="klt-hybrid"))
@@ -182,7 +183,7 @@ def test_stage_gains_start_as_the_identity_and_condition_on_each_samples_stage_c
     from vqcodec.config import ModelConfig
 
     torch.manual_seed(0)
-    base = ModelConfig(name="t", channels=(8, 16), latent_dim=6, codebook_size=16, num_stages=3)
+    base = ModelConfig(**{**PLAIN, "name": "t", "channels": (8, 16), "latent_dim": 6, "codebook_size": 16, "num_stages": 3})
     plain = VQAutoencoder(base).eval()
     gained = VQAutoencoder(ModelConfig.from_dict(base.to_dict() | {"stage_gains": True})).eval()
     gained.load_state_dict(plain.state_dict(), strict=False)
@@ -207,7 +208,7 @@ def test_a_postfilter_starts_as_the_identity_and_conditions_on_each_samples_stag
     from vqcodec.config import ModelConfig
 
     torch.manual_seed(0)
-    base = ModelConfig(name="t", channels=(8, 16), latent_dim=6, codebook_size=16, num_stages=3, stage_gains=True)
+    base = ModelConfig(**{**PLAIN, "name": "t", "channels": (8, 16), "latent_dim": 6, "codebook_size": 16, "num_stages": 3, "stage_gains": True})
     plain = VQAutoencoder(base).eval()
     filtered = VQAutoencoder(ModelConfig.from_dict(base.to_dict() | {"postfilter": 4})).eval()
     filtered.load_state_dict(plain.state_dict(), strict=False)
@@ -223,7 +224,7 @@ def test_a_postfilter_starts_as_the_identity_and_conditions_on_each_samples_stag
     assert not torch.allclose(out[1], plain.decode(z[1:], 3)[0], atol=1e-4)
     assert torch.equal(filtered.decode(z, torch.tensor([1, 3]), postfilter=False), plain.decode(z, torch.tensor([1, 3])))
     with pytest.raises(ValueError, match="postfilter must be from 0 to 64, not 65"):
-        ModelConfig(postfilter=65)
+        ModelConfig(**{**PLAIN, "postfilter": 65})
 
 
 def test_refinement_grows_out_of_a_trained_model_exactly():
@@ -232,8 +233,7 @@ def test_refinement_grows_out_of_a_trained_model_exactly():
     from vqcodec.config import ModelConfig
     from vqcodec.train import start_from
 
-    base = ModelConfig(name="t", channels=(8, 16), latent_dim=6, codebook_size=16, num_stages=3,
-                       transform="klt-hybrid", stage_gains=True, postfilter=4)
+    base = ModelConfig(**{**PLAIN, "name": "t", "channels": (8, 16), "latent_dim": 6, "codebook_size": 16, "num_stages": 3, "transform": "klt-hybrid", "stage_gains": True, "postfilter": 4})
     torch.manual_seed(0)
     src = VQAutoencoder(base).train()
     with torch.no_grad():
@@ -255,3 +255,15 @@ def test_refinement_grows_out_of_a_trained_model_exactly():
     with torch.no_grad():
         out, _, _, bits = grown(x, torch.tensor([4, 5]), torch.tensor([1, 3]), noise=False)
     assert out.shape == x.shape and bool((bits > 0).all())
+
+
+def test_config_defaults_are_the_shipped_architecture_and_files_must_name_every_field():
+    import json
+    from pathlib import Path
+
+    shipped = json.loads((Path(__file__).resolve().parents[1] / "models" / "vqf8-v13" / "config.json").read_text())
+    assert ModelConfig.from_dict(shipped) == ModelConfig.from_dict({**ModelConfig().to_dict(), "name": "vqf8-v13"})
+    partial = {k: v for k, v in shipped.items() if k != "postfilter"}
+    with pytest.raises(ValueError, match=r"model config lacks \['postfilter'\]"):
+        ModelConfig.from_dict(partial)
+    assert ModelConfig.from_dict(partial, partial=True).postfilter == 16     # a recipe's "model": the defaults

@@ -9,6 +9,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from conftest import PLAIN
 from vqcodec.cli import cli
 
 TINY_MODEL = {"channels": [8, 16], "latent_dim": 4, "codebook_size": 16, "num_stages": 2, "prior_hidden": 8,
@@ -156,7 +157,7 @@ def test_starting_from_a_model_may_add_stage_gains_but_not_drop_them():
     from vqcodec.train import start_from
 
     torch.manual_seed(0)
-    plain_cfg = ModelConfig(name="a", channels=(8, 16), latent_dim=4, codebook_size=16, num_stages=2)
+    plain_cfg = ModelConfig(**{**PLAIN, "name": "a", "channels": (8, 16), "latent_dim": 4, "codebook_size": 16, "num_stages": 2})
     gains_cfg = ModelConfig.from_dict(plain_cfg.to_dict() | {"name": "b", "stage_gains": True})
     plain, gained = VQAutoencoder(plain_cfg).eval(), VQAutoencoder(gains_cfg).eval()
     start_from(gained, plain)
@@ -175,7 +176,7 @@ def test_starting_from_a_model_may_add_a_postfilter_but_not_drop_or_resize_it():
     from vqcodec.train import start_from
 
     torch.manual_seed(0)
-    plain_cfg = ModelConfig(name="a", channels=(8, 16), latent_dim=4, codebook_size=16, num_stages=2)
+    plain_cfg = ModelConfig(**{**PLAIN, "name": "a", "channels": (8, 16), "latent_dim": 4, "codebook_size": 16, "num_stages": 2})
     pf_cfg = ModelConfig.from_dict(plain_cfg.to_dict() | {"name": "b", "postfilter": 4})
     plain, filtered = VQAutoencoder(plain_cfg).eval(), VQAutoencoder(pf_cfg).eval()
     start_from(filtered, plain)
@@ -199,8 +200,7 @@ def test_a_stage_count_prior_learns_where_the_file_stops(tmp_path):
     torch.manual_seed(0)
     results = {}
     for with_count in (False, True):
-        cfg = ModelConfig(name="tiny-count", channels=(8, 16), latent_dim=4, codebook_size=16, num_stages=3,
-                          prior_hidden=8, prior_passes=1, prior_stage_count=with_count)
+        cfg = ModelConfig(**{**PLAIN, "name": "tiny-count", "channels": (8, 16), "latent_dim": 4, "codebook_size": 16, "num_stages": 3, "prior_hidden": 8, "prior_passes": 1, "prior_stage_count": with_count})
         ae = VQAutoencoder(cfg).eval()
         with torch.no_grad():
             ae.rvq.train()(torch.randn(512, 4))

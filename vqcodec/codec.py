@@ -109,7 +109,9 @@ class VQCodec:
     def random(cls, config: ModelConfig | None = None, seed: int = 0, device: str = "cpu") -> "VQCodec":
         """A randomly initialised model (for tests): codebooks from k-means on random latents."""
         config = config or ModelConfig(name="tiny-random", channels=(8, 16), latent_dim=4, codebook_size=16,
-                                       num_stages=3, prior_hidden=8)
+                                       num_stages=3, prior_hidden=8, transform="conv", stage_gains=False,
+                                       postfilter=0, coarse_sizes=(), prior_stage_count=False,
+                                       stage0_prior_kernel=0, stage0_prior_passes=0)
         torch.manual_seed(seed)
         ae = VQAutoencoder(config).train()
         with torch.no_grad():

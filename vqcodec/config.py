@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "vq-f8-rvq10"
+    """A model's architecture. The defaults are the shipped model's (vqf8-v13), without refinement."""
+    name: str = "vqf8-custom"
     channels: tuple[int, ...] = (64, 128, 192)  # encoder widths at 1/2, 1/4, 1/8 resolution
     latent_dim: int = 32                        # D: size of each latent / codebook vector
     codebook_size: int = 512                    # K: entries per residual stage
@@ -16,16 +17,16 @@ class ModelConfig:
     prior_passes: int = 4                       # spatial decoding passes per stage: 4 = the 2x2 schedule, 6 = a
                                                 # 4x4 lattice first, then the 2x2 schedule (prior.pass_masks)
     prior_kernel: int = 3                       # the prior's spatial context: k x k positions (3 or 5)
-    stage0_prior_kernel: int = 0                # stage 0's own window and schedule (stage 0 carries the most
-    stage0_prior_passes: int = 0                # predictable bits); 0: as prior_kernel / prior_passes
-    prior_stage_count: bool = False             # the prior also sees how many stages the file codes (the header's
+    stage0_prior_kernel: int = 5                # stage 0's own window and schedule (stage 0 carries the most
+    stage0_prior_passes: int = 6                # predictable bits); 0: as prior_kernel / prior_passes
+    prior_stage_count: bool = True              # the prior also sees how many stages the file codes (the header's
                                                 # stages): a bias per (stage, count) on its first layer and logits
-    coarse_sizes: tuple[int, ...] = ()          # extra lowest levels: stage 0 limited to its first n coarse codes
-    transform: str = "conv"                     # "conv", or "klt-hybrid": a linear block transform (KLT at
+    coarse_sizes: tuple[int, ...] = (32, 128)   # extra lowest levels: stage 0 limited to its first n coarse codes
+    transform: str = "klt-hybrid"               # "conv", or "klt-hybrid": a linear block transform (KLT at
                                                 # init) plus the conv networks as branches that start at zero
-    stage_gains: bool = False                   # the decoder conditioned on the number of decoded stages
+    stage_gains: bool = True                    # the decoder conditioned on the number of decoded stages
                                                 # (autoencoder.StageGains)
-    postfilter: int = 0                         # width of a full-resolution residual filter after the decoder
+    postfilter: int = 16                        # width of a full-resolution residual filter after the decoder
                                                 # (autoencoder.PostFilter); 0: none
     refine_levels: int = 0                      # scalar refinement levels above the VQ stages (refine.py); 0: none
     refine_dim: int = 0                         # R: latent values per position beside the D quantized ones, coded
@@ -99,11 +100,17 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict, partial: bool = False) -> "ModelConfig":
+        """A config file or checkpoint's dict, which must name every field (a default may change between
+        releases, so a file never leans on one). partial=True (a recipe's "model"): missing fields take the
+        defaults, the shipped architecture."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        missing = known - set(d) - {"name", "refine_levels", "refine_dim", "refine_hidden"}
+        if missing and not partial:
+            raise ValueError(f"model config lacks {sorted(missing)}: a config file names every field")
         d = dict(d)
         for key in ("channels", "coarse_sizes"):
             if key in d:

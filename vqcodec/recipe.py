@@ -92,7 +92,7 @@ class Recipe:
         name = d.get("name")
         if not isinstance(name, str) or not name:
             raise ValueError("the recipe needs a \"name\"")
-        model = ModelConfig.from_dict({**d.get("model", {}), "name": name})
+        model = ModelConfig.from_dict({**d.get("model", {}), "name": name}, partial=True)
         phases, seen = [], set()
         for p in d.get("phases", []):
             if not isinstance(p, dict) or p.get("phase") not in PHASES:
