@@ -111,7 +111,9 @@ class HybridEncoder(nn.Module):
         nn.init.zeros_(self.branch.net[-1].bias)
 
     def forward(self, x):  # (B, 3, H, W) in [0, 1] -> (B, D, H/f, W/f)
-        return self.linear(x) + self.branch(x)
+        with torch.autocast(x.device.type, enabled=False):   # the linear path in fp32 under bf16 autocast
+            linear = self.linear(x.float())
+        return linear + self.branch(x)
 
 
 class HybridDecoder(nn.Module):
@@ -127,7 +129,9 @@ class HybridDecoder(nn.Module):
         nn.init.zeros_(last.bias)
 
     def forward(self, z, film=None):  # (B, D, h, w) -> (B, 3, h*f, w*f)
-        return self.linear(z) + self.branch(z, film) - 0.5  # the branch adds 0.5 (a conv decoder's mid-grey)
+        with torch.autocast(z.device.type, enabled=False):   # fp32: the finest stages' small vectors survive
+            linear = self.linear(z.float())
+        return linear + self.branch(z, film) - 0.5  # the branch adds 0.5 (a conv decoder's mid-grey)
 
 
 class VQAutoencoder(nn.Module):
@@ -216,7 +220,9 @@ class VQAutoencoder(nn.Module):
                 extra = extra.index_copy(0, i, r_hat.to(extra.dtype))
                 bits = bits.index_copy(0, i, bits_i)
             zq = torch.cat([zq, extra], 1)
-        recon = self.decode(zq, levels)
+        dec = levels if not bool(refined.any()) else torch.where(
+            refined, self.cfg.decoder_level(levels - s, vq_count), levels)   # the decoder knows (k, b)
+        recon = self.decode(zq, dec)
         return recon, commit, indices.reshape(b, h, w, -1), bits
 
     @torch.no_grad()

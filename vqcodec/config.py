@@ -89,8 +89,13 @@ class ModelConfig:
 
     @property
     def decoder_levels(self) -> int:
-        """Entries of the decoder's per-level gains: 1..S stages, then S + k for refinement level k."""
-        return self.num_stages + self.refine_levels
+        """Entries of the decoder's per-level gains: 1..S stages, then one per (refinement level k, VQ stages b
+        under it): decoder_level(k, b)."""
+        return self.num_stages + self.refine_levels * self.num_stages
+
+    def decoder_level(self, level, base):
+        """Refinement level k (1..L) on b VQ stages (1..S) -> its entry of the decoder's gains (1-based)."""
+        return self.num_stages + (level - 1) * self.num_stages + base
 
     @property
     def downsampling(self) -> int:

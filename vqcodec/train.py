@@ -242,9 +242,29 @@ def grow_refinement(model: VQAutoencoder, source: VQAutoencoder, basis: torch.Te
         elif dst.dim() == value.dim():
             dst[tuple(slice(0, n) for n in value.shape)].copy_(value)
             if dst.shape[0] > value.shape[0] and (key.startswith("gains.") or key.startswith("postfilter.")):
-                dst[value.shape[0]:] = value[s - 1]      # refinement levels: as all stages decoded
+                for k in range(1, model.cfg.refine_levels + 1):   # refinement on b stages: as b stages decoded
+                    for b in range(1, s + 1):
+                        dst[model.cfg.decoder_level(k, b) - 1] = value[b - 1]
         else:
             raise ValueError(f"cannot start from {source.cfg.name}: {key} has another shape")
+
+
+def freeze_vq_side(model: VQAutoencoder) -> None:
+    """Train only the refinement: the encoder's trunk and its D quantized outputs stay as they are (their
+    gradients are cut), the codebooks take no EMA step; the readout of the R refined values, the refinement
+    network and the decoder side train."""
+    if not model.cfg.refine_dim or model.cfg.transform != "klt-hybrid":
+        raise ValueError("train: refinement needs a klt-hybrid model with refinement (refine_dim)")
+    d = model.cfg.latent_dim
+    outputs = [model.encoder.linear, model.encoder.branch.net[-1]]
+    for p in model.encoder.parameters():
+        p.requires_grad_(False)
+    for layer in outputs:
+        for p in (layer.weight, layer.bias):
+            p.requires_grad_(True)
+            p.register_hook(lambda g: torch.cat([torch.zeros_like(g[:d]), g[d:]]))
+    model.rvq.requires_grad_(False)
+    model.rvq.frozen = True
 
 
 @dataclass(frozen=True)
@@ -260,6 +280,11 @@ class AutoencoderSettings:
     refine_lambdas: tuple[float, float] = (3e-3, 1e-4)  # rate weight of the first and last level (geometric):
                                                         # loss = MSE + lambda * refinement bits per pixel
     eval_every: int = 1000           # steps between learning-curve points (OUT/curve.jsonl); 0: none
+    train: str = "all"               # "all", or "refinement": the VQ side (encoder trunk and quantized values,
+                                     # codebooks) frozen; the refined values' readout, the refinement network
+                                     # and the decoder side train
+    dead_code_restarts: bool = True  # replace codes whose EMA use fell below 1 every 100 steps; off for a start
+                                     # from a model with code costs, whose rare codes are meant to be rare
     checkpoint_minutes: float = 10.0
     init_from: str | None = None     # a trained model (shipped name or folder) to start from
 
@@ -324,6 +349,8 @@ def evaluate_autoencoder(model: VQAutoencoder, val: torch.Tensor, batch_size: in
     if n_levels:
         out["ceiling_psnr"] = out[f"r{n_levels}b{max(1, s // 2)}"]["psnr"]
     model.train(was_training)
+    if getattr(model.rvq, "frozen", False):
+        model.rvq.eval()
     return out
 
 
@@ -371,6 +398,10 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, settings: Autoenc
         basis, mean = fit_klt(images, cfg.downsampling, cfg.total_dim)
         model.set_linear_transform(basis.to(device), mean.to(device))
         log(f"linear transform: the KLT of {cfg.downsampling}x{cfg.downsampling}x3 blocks, first {cfg.total_dim} components")
+    if st.train == "refinement":
+        freeze_vq_side(model)
+    elif st.train != "all":
+        raise ValueError(f"autoencoder train must be all or refinement, not {st.train!r}")
     seed = start + 1_000_003 * rank                   # each rank its own crops and levels
     sampler = CropSampler(images, crop, seed=seed)
     gen = torch.Generator().manual_seed(seed)
@@ -386,6 +417,8 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, settings: Autoenc
     scaler = torch.amp.GradScaler("cuda", enabled=False)  # bf16 needs no loss scaling
     lambdas = st.refine_lambda(cfg.refine_levels) if cfg.refine_levels else None
     model.train()
+    if getattr(model.rvq, "frozen", False):
+        model.rvq.eval()                              # no EMA step, no k-means
     ema_psnr, restarted, done, step_s = None, 0, start, 0.0
     t0 = last_ckpt = time.time()
     curve_path = out_dir / "curve.jsonl"
@@ -435,7 +468,7 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, settings: Autoenc
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
-        if restart_due(step, steps):
+        if st.dead_code_restarts and st.train == "all" and restart_due(step, steps):
             with torch.no_grad(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=st.bf16):
                 flat = model._flatten(model.vq_latent(x)).float()
             restarted = model.rvq.restart_dead_codes(flat)
