@@ -24,38 +24,7 @@ import json
 import time
 
 
-def assign(r, cb, cost, chunk: int = 65536):
-    """r: (N, D), cb: (K, D), cost: (K,) -> (N,) argmin |r - c|^2 + cost (fp32)."""
-    import torch
-
-    term = cb.pow(2).sum(1) + cost
-    return torch.cat([torch.addmm(term[None], part, cb.t(), alpha=-2).argmin(1) for part in r.split(chunk)])
-
-
-def code_lengths(idx, k: int):
-    """(N,) indices -> (K,) -log2 of each code's smoothed frequency (half a count for an unused code)."""
-    import torch
-
-    counts = torch.bincount(idx, minlength=k).double() + 0.5
-    return (-(counts / counts.sum()).log2()).float()
-
-
-def fit_stage(r, cb, lam: float, iters: int):
-    """Lagrangian k-means from codebook cb on residuals r -> (codebook, code lengths in bits)."""
-    import math
-
-    import torch
-
-    cb = cb.clone()
-    lengths = torch.full((cb.shape[0],), math.log2(cb.shape[0]))
-    for _ in range(iters):
-        idx = assign(r, cb, lam * lengths)
-        counts = torch.bincount(idx, minlength=cb.shape[0]).float()
-        sums = torch.zeros_like(cb).index_add_(0, idx, r)
-        filled = counts > 0
-        cb[filled] = sums[filled] / counts[filled, None]
-        lengths = code_lengths(assign(r, cb, lam * lengths), cb.shape[0])
-    return cb, lengths
+from vqcodec.finetune import assign, code_lengths, fit_stage  # noqa: E402,F401 - one implementation, in the package
 
 
 def fit_and_eval_latents(ae, data: str, fit_crops: int):

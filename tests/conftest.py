@@ -92,3 +92,16 @@ def run():
     def invoke(*args, input=None):
         return runner.invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
     return invoke
+
+
+@pytest.fixture
+def files(tmp_path, photo_like, tiny_model_dir, run):
+    """A photo-like PNG and its quality-2 .vq file under the tiny model -> (png, vq, model folder)."""
+    png = tmp_path / "in.png"
+    photo_like.save(png)
+    vq = tmp_path / "in.vq"
+    result = run("compress", png, vq, "-q", 2, "--model", tiny_model_dir)
+    assert result.exit_code == 0, result.output
+    return png, vq, tiny_model_dir
+
+

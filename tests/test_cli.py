@@ -7,16 +7,6 @@ from PIL import Image
 from vqcodec.cli import cli
 
 
-@pytest.fixture
-def files(tmp_path, photo_like, tiny_model_dir, run):
-    png = tmp_path / "in.png"
-    photo_like.save(png)
-    vq = tmp_path / "in.vq"
-    result = run("compress", png, vq, "-q", 2, "--model", tiny_model_dir)
-    assert result.exit_code == 0, result.output
-    return png, vq, tiny_model_dir
-
-
 def test_every_command_has_help(run):
     for name in list(cli.commands) + [None]:
         for flag in ("-h", "--help"):

@@ -20,16 +20,6 @@ EXIF_GARBAGE = bytes.fromhex(
     "0207000000676172626167659d2d178c")
 
 
-@pytest.fixture
-def files(tmp_path, photo_like, tiny_model_dir, run):
-    png = tmp_path / "in.png"
-    photo_like.save(png)
-    vq = tmp_path / "in.vq"
-    result = run("compress", png, vq, "-q", 2, "--model", tiny_model_dir)
-    assert result.exit_code == 0, result.output
-    return png, vq, tiny_model_dir
-
-
 def vqcodec(*args, input=None, timeout=60):
     return subprocess.run([sys.executable, "-m", "vqcodec.cli", *map(str, args)], input=input, capture_output=True,
                           timeout=timeout)
