@@ -145,7 +145,8 @@ class VQAutoencoder(nn.Module):
         levels = cfg.decoder_levels
         self.gains = StageGains(levels, cfg.latent_dim, cfg.channels[-1]) if cfg.stage_gains else None
         self.postfilter = PostFilter(levels, cfg.postfilter) if cfg.postfilter else None
-        self.refine = (ScalarRefinement(cfg.refine_levels, cfg.refine_dim, cfg.refine_hidden, cond_dim=cfg.latent_dim)
+        self.refine = (ScalarRefinement(cfg.refine_levels, cfg.total_dim, cfg.refine_hidden, cond_dim=cfg.latent_dim,
+                                        bases=cfg.num_stages)
                        if cfg.refine_levels else None)
 
     def decode(self, z: torch.Tensor, stages: torch.Tensor | int | None = None,
@@ -215,9 +216,12 @@ class VQAutoencoder(nn.Module):
             extra = torch.zeros_like(z_all[:, d:])                                                # (B, R, h, w)
             if bool(refined.any()):
                 i = refined.nonzero().squeeze(1)
-                cond = self._unflatten(partial, b, h, w)[i].detach()                            # (B', D, h, w)
-                r_hat, bits_i = self.refine(z_all[i, d:], cond, levels[i] - s, noise)
-                extra = extra.index_copy(0, i, r_hat.to(extra.dtype))
+                cond = self._unflatten(partial, b, h, w)[i]                                      # (B', D, h, w)
+                r = torch.cat([z_all[i, :d] - cond, z_all[i, d:]], 1)                           # (B', D + R, h, w)
+                r_hat, bits_i = self.refine(r, cond.detach(), levels[i] - s, vq_count[i], noise)
+                r_hat = r_hat.to(zq.dtype)
+                zq = zq.index_copy(0, i, zq[i] + r_hat[:, :d])               # the D values: zq_b + their residual
+                extra = extra.index_copy(0, i, r_hat[:, d:])
                 bits = bits.index_copy(0, i, bits_i)
             zq = torch.cat([zq, extra], 1)
         dec = levels if not bool(refined.any()) else torch.where(
