@@ -1,5 +1,6 @@
 """`vqcodec train --recipe`: a tiny recipe through every phase, resumes, skips, refusals."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,6 +144,19 @@ def test_recipe_round_trip():
     assert r.phase("prior").settings.float_steps == 20
 
 
+@pytest.mark.parametrize("recipe", sorted(p.parent / "recipe.json" for p in
+                                           Path(__file__).resolve().parents[1].glob("models/*/config.json")),
+                         ids=lambda p: p.parent.name)
+def test_each_shipped_models_recipe_describes_its_architecture(recipe):
+    from vqcodec.config import ModelConfig
+
+    r = Recipe.load(recipe)   # every shipped model has its recipe
+    shipped = ModelConfig.from_dict(json.loads((recipe.parent / "config.json").read_text()))
+    assert r.name == recipe.parent.name
+    assert r.model == shipped
+    assert r.phases[-1].kind == "export"
+
+
 def test_refinement_probabilities_sum_to_one():
     from vqcodec.refine import gaussian_bits
 
@@ -180,3 +194,8 @@ def test_torchrun_trains_in_step_on_two_cpu_processes_and_resumes(tiny, tmp_path
     assert state["done"] and state["steps"] == 300 and state["ranks"] == 2
     assert state["ranks_in_sync"] is True
     assert state["loss_end"] < state["loss_start"]
+
+
+def test_the_recipe_of_the_model_in_training_loads():
+    r = Recipe.load(Path(__file__).resolve().parents[1] / "models" / "vqf8-r1" / "recipe.json")
+    assert r.model.refine_levels and r.phases[0].settings.init_from == "vqf8-v13"
