@@ -7,6 +7,7 @@
     python benchmarks/fuzz.py --bomb --model default           # time the 44-byte bomb and two minimal claims
     python benchmarks/fuzz.py --families issue29 --cases 500   # only issue 29's families (or alphalie,exif, ...)
     python benchmarks/fuzz.py --cli                            # the CLI checks: 12 processes, about 25 s
+    python benchmarks/fuzz.py --bars --json benchmarks/results/issue29_bars.json   # issue 29's bars, ~20 s
 
 It first makes a small corpus of valid files (fixed: it does not depend on --seed): sizes from 1x1 and odd
 sizes to many tiles (vqcodec.codec.TILE is set to 32 or 64 for some), every quality kind (coarse and full stages),
@@ -79,7 +80,9 @@ import re
 import resource
 import signal
 import struct
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 import zlib
@@ -96,6 +99,7 @@ if str(ROOT) not in sys.path:
 
 from vqcodec import container  # noqa: E402  (no torch)
 from vqcodec.container import MAGIC  # noqa: E402
+from vqcodec.images import pack_alpha  # noqa: E402  (no torch)
 
 SEED_STRIDE = 10 ** 7            # case k of --seed S: S * SEED_STRIDE + k
 FIXED_SIZE = struct.calcsize("<IIBBBBBH")   # width, height, mode, depth, quality, stages, log2 f, tile: 15 bytes
@@ -1907,6 +1911,144 @@ def print_summary(s: dict) -> None:
         print("BAD cases: 0")
 
 
+# --- issue 29's bars: hostile inputs through the command, timed and measured (--bars) -----------------------
+VQCODEC = [sys.executable, "-m", "vqcodec.cli"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def measure(args: list[str], stdin=None, timeout: float = 120, shell: str | None = None) -> dict:
+    """Run `vqcodec ARGS` (or a shell pipeline ending in it) -> rc, seconds, the vqcodec process's peak RSS."""
+    t = time.perf_counter()
+    if shell:
+        # the pipeline's last process is vqcodec; wait4 on the shell sees the largest of its children
+        proc = subprocess.Popen(["bash", "-c", shell], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=ENV)
+    else:
+        proc = subprocess.Popen(VQCODEC + args, stdin=stdin, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                env=ENV)
+    err = proc.stderr.read().decode()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - t
+    lines = err.splitlines()
+    return {"args": shell or " ".join(["vqcodec", *args]), "rc": proc.returncode, "seconds": round(seconds, 2),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "stderr_lines": len(lines),
+            "stderr": lines[-1] if lines else "", "traceback": "Traceback" in err}
+
+
+def alpha_bomb(codec, width: int = 16384, height: int = 8192) -> bytes:
+    """Item 5's bomb: a width x height RGBA header (2^27 pixels), a valid alpha PNG of that size (all opaque),
+    and every colour stream zeros of the least length the format allows, every CRC valid."""
+    quality = len(codec.cfg.coarse_sizes) + 1
+    parts = Parts.of(codec.compress(Image.new("RGBA", (8, 8), (9, 9, 9, 128)), quality))
+    parts.fields.update(width=width, height=height, tile=128)
+    parts.alpha = pack_alpha(np.full((height, width), 255, np.uint8))   # deflate's ~1000:1 makes it ~130 KB
+    tiles = parts.grid_tiles()
+    parts.streams = [[bytes(4 * container.min_stream_words(n)) for n in tiles] for _ in parts.streams]
+    return parts.build()
+
+
+def bars_in_process(path: Path, model: str, max_pixels: int | None) -> dict:
+    """--one: decode one file in this fresh process; the time and RSS growth of the decode alone."""
+    from vqcodec.codec import load_codec
+    codec = load_codec(None if model == "default" else model)
+    data = path.read_bytes()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t = time.perf_counter()
+    try:
+        image = codec.decompress(data, max_pixels=max_pixels)
+        result = f"decoded {image.mode} {image.size[0]}x{image.size[1]}"
+    except ValueError as e:
+        result = f"{type(e).__name__}: {e}"
+    return {"result": result, "seconds": round(time.perf_counter() - t, 3), "rss_before_mb": round(before, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def make_bar_files(tmp: Path, big_rgba: bool) -> None:
+    """--make: the files the bars decode, made in a process of their own."""
+    codec = build_codec("default")
+    (tmp / "small.vq").write_bytes(codec.compress(Image.new("RGB", (16, 16), (40, 90, 200)), 3))
+    (tmp / "alpha-bomb.vq").write_bytes(alpha_bomb(codec))
+    if big_rgba:
+        tiny = export_model_dir(build_codec("tiny"), tmp)
+        tiny.rename(tmp / "vqtiny")
+        side = 1 << 14   # 16384 x 16384 = 2^28 pixels
+        ramp = np.linspace(0, 255, side, dtype=np.float32).astype(np.uint8)
+        rgba = np.empty((side, side, 4), np.uint8)
+        rgba[..., 0] = ramp[None, :]
+        rgba[..., 1] = ramp[:, None]
+        rgba[..., 2] = 128
+        rgba[..., 3] = ramp[None, ::-1]
+        Image.MAX_IMAGE_PIXELS = None
+        Image.fromarray(rgba, "RGBA").save(tmp / "big.png", compress_level=1)
+
+
+def run_bars(big_rgba: bool, json_out: str | None) -> int:
+    """--bars: issue 29's "How good" bars, each hostile input in a fresh `vqcodec` process (wall time, peak RSS
+    from wait4, stderr), and the alpha bomb also decoded in-process, apart from the 1.5 to 3.5 s of importing
+    torch and loading the model that every process pays first. --bars-big adds a 2^28-pixel RGBA image."""
+    # This process stays small (no torch, no model): a child's ru_maxrss starts from its parent's RSS at fork.
+    rows = []
+
+    def add(bar: str, row: dict, ok: bool) -> None:
+        row = {"bar": bar, **row, "pass": bool(ok)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        subprocess.run([sys.executable, __file__, "--bars-make", str(tmp)] + ["--bars-big"] * big_rgba, check=True,
+                       env=ENV)
+        small, bomb, tiny = tmp / "small.vq", tmp / "alpha-bomb.vq", tmp / "vqtiny"
+        # a process that only starts, loads the model and decodes a tiny valid file: what every row below pays
+        add("baseline: start, load the model, decode 16x16", measure(["decompress", str(small), str(tmp / "s.png")]),
+            True)
+
+        zero_bar = lambda r: r["rc"] == 1 and r["stderr_lines"] == 1 and r["seconds"] < 5 and r["peak_rss_mb"] < 1024
+        for args in (["decompress", "/dev/zero", str(tmp / "z.png")], ["info", "/dev/zero"],
+                     ["decompress", "/dev/urandom", str(tmp / "u.png")]):
+            r = measure(args)
+            add("/dev/zero or /dev/urandom as input: one line, 5 s, 1 GB", r, zero_bar(r))
+        for command in ("decompress - " + str(tmp / "p.png"), "info -", "compress - " + str(tmp / "p.vq")):
+            r = measure([], shell=f"cat /dev/zero | {' '.join(VQCODEC)} {command}")
+            add("`cat /dev/zero |` into stdin: one line, 5 s, 1 GB", r, zero_bar(r))
+
+        for max_pixels in (0, 1 << 27):
+            proc = subprocess.run([sys.executable, __file__, "--bars-one", str(bomb), "default", str(max_pixels)],
+                                  capture_output=True, text=True, env=ENV, timeout=300)
+            r = {"bytes": bomb.stat().st_size, "max_pixels": max_pixels, **json.loads(proc.stdout.splitlines()[-1]),
+                 "warnings": proc.stderr.count("Warning")}
+            add("the alpha bomb (2^27-pixel RGBA, valid alpha, junk colour) refused in-process in under 2 s", r,
+                r["result"].startswith("FormatError") and r["seconds"] < 2 and not r["warnings"])
+        r = measure(["decompress", str(bomb), str(tmp / "b.png"), "--max-pixels", "0"])
+        add("the alpha bomb through the command: one line, no warning", {"bytes": bomb.stat().st_size, **r},
+            r["rc"] == 1 and r["stderr_lines"] == 1 and not r["traceback"])
+
+        if big_rgba:
+            side, png = 1 << 14, tmp / "big.png"
+            r = measure(["compress", str(png), str(tmp / "big.vq"), "--model", str(tiny), "--max-pixels", "0",
+                         "-q", "3"], timeout=3600)
+            add("a 2^28-pixel RGBA image compresses with --max-pixels 0 (tiny model)", r, r["rc"] == 0)
+            out = tmp / "big-out.png"
+            r = measure(["decompress", str(tmp / "big.vq"), str(out), "--model", str(tiny), "--max-pixels", "0"],
+                        timeout=3600)
+            ok = r["rc"] == 0
+            if ok:
+                Image.MAX_IMAGE_PIXELS = None
+                with Image.open(out) as im:
+                    r["decoded"] = [im.mode, *im.size]
+                    ok = im.mode == "RGBA" and im.size == (side, side)
+            add("the 2^28-pixel RGBA file decodes with --max-pixels 0 (tiny model)", r, ok)
+
+    summary = {"command": "python benchmarks/fuzz.py --bars" + (" --bars-big" if big_rgba else ""),
+               "rows": rows, "passed": sum(r["pass"] for r in rows), "failed": sum(not r["pass"] for r in rows),
+               "env": environment()}
+    if json_out:
+        Path(json_out).write_text(json.dumps(summary, indent=1) + "\n")
+    return 0 if summary["failed"] == 0 else 1
+
+
+
+
 def replay(codec, corpus, seed: int, time_limit: float, write: str | None, memory_mb: int | None = None,
            families: list[str] | None = None) -> int:
     case = make_case(seed, corpus, families)
@@ -1950,7 +2092,21 @@ def main(argv=None) -> int:
     ap.add_argument("--no-big-exif", action="store_true",
                     help="with --cli: leave out the two 70,000-byte EXIFs (over what a JPEG can hold)")
     ap.add_argument("--jobs", type=int, default=2, help="with --cli: processes at a time (default 2)")
+    ap.add_argument("--bars", action="store_true", help="measure issue 29's bars through the command (/dev/zero "
+                    "and endless stdin, the alpha bomb) instead of fuzzing; with --json")
+    ap.add_argument("--bars-big", action="store_true", help="with --bars: also compress and decode a 2^28-pixel "
+                    "RGBA image (tiny model; about 15 minutes and 6 GB)")
+    ap.add_argument("--bars-one", nargs=3, metavar=("FILE", "MODEL", "MAX_PIXELS"), help=argparse.SUPPRESS)
+    ap.add_argument("--bars-make", metavar="DIR", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.bars_one:
+        print(json.dumps(bars_in_process(Path(args.bars_one[0]), args.bars_one[1], int(args.bars_one[2]) or None)))
+        return 0
+    if args.bars_make:
+        make_bar_files(Path(args.bars_make), args.bars_big)
+        return 0
+    if args.bars:
+        return run_bars(args.bars_big, args.json)
     try:
         families = parse_families(args.families)
     except ValueError as e:

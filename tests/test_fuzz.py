@@ -344,3 +344,44 @@ def test_tiff_keeps_exif_beside_xmp():
     save_image(im, buffer, "TIFF", notes)
     back = Image.open(io.BytesIO(buffer.getvalue()))   # found with the exif family: the EXIF was lost silently
     assert back.getexif().get(0x010F) == "CameraMake" and back.info.get("xmp") == im.info["xmp"] and not notes
+
+
+def test_every_family_through_the_installed_vqcodec_command(corpus, fuzz_model_dir, tmp_path):
+    """Issue 29: each mutation family's hostile files, run by the real `vqcodec` command in a fresh process:
+    exit 0 with an image and at most `Note:` lines on stderr, or exit 1 with exactly one `Error:` line."""
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = []
+    for family in fuzz.FAMILIES:
+        for seed in range(2):
+            case = fuzz.make_case(seed, corpus, [family])
+            src = tmp_path / f"{family}{seed}.vq"
+            src.write_bytes(case.data)
+            args = ["decompress", str(src), str(tmp_path / f"{family}{seed}.png"), "--model", str(fuzz_model_dir)]
+            if case.quality is not None:
+                args += ["-q", str(case.quality)]
+            jobs.append((family, seed, case.description, args))
+
+    script = Path(sys.executable).with_name("vqcodec")   # the console script pip installed
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "vqcodec.cli"]
+
+    def run(job):
+        return subprocess.run([*command, *job[3]], capture_output=True, text=True,
+                              timeout=60, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(run, jobs))
+    outcomes = set()
+    for (family, seed, description, args), proc in zip(jobs, results):
+        what = (family, seed, description, proc.returncode, proc.stderr)
+        lines = proc.stderr.splitlines()
+        assert "Traceback" not in proc.stderr and "Warning" not in proc.stderr, what
+        if proc.returncode == 0:
+            assert Path(args[2]).is_file() and all(line.startswith("Note: ") for line in lines), what
+            outcomes.add("decoded")
+        else:
+            assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("Error: "), what
+            assert not Path(args[2]).exists(), what
+            outcomes.add("refused")
+    assert outcomes == {"decoded", "refused"}
