@@ -18,7 +18,7 @@ ALPHA_CHOICES = ("keep", "drop")
 EFFORT_BEAMS = (1, 4)         # --effort 0, 1: the residual quantizer's beam (1: greedy nearest codes); 4 measured
 DEFAULT_EFFORT = 1            # -6 % BD-rate, 8 no better (experiments/beam-search.md)
 
-__all__ = ["compress", "compress_to_size", "decompress", "read_info", "DEFAULT_QUALITY", "DEFAULT_MAX_PIXELS", "__version__"]
+__all__ = ["compress", "compress_to_size", "decompress", "sample", "read_info", "DEFAULT_QUALITY", "DEFAULT_MAX_PIXELS", "__version__"]
 
 
 def compress(image, quality: int = DEFAULT_QUALITY, model: str | Path | None = None, device: str = "cpu",
@@ -46,17 +46,35 @@ def compress_to_size(image, target_size: int | None = None, target_bpp: float | 
 
 
 def decompress(data: bytes, model: str | Path | None = None, device: str = "cpu", quality: int | None = None,
-               max_pixels: int | None = DEFAULT_MAX_PIXELS, max_work: float | None = None):
+               max_pixels: int | None = DEFAULT_MAX_PIXELS, max_work: float | None = None, detail: str = "coded",
+               seed: int = 0, detail_stages: int | None = None):
     """Decode the bytes of a .vq file into a PIL image. model None = the shipped model the file names.
 
     quality: a lower quality decoded from the same file (its first residual stages), faster; a file cut
     off at a stage boundary decodes at any quality its whole stages hold. Images over max_pixels are refused,
     and so, before any decoding, are files that ask for more than max_work index positions per coded byte
     (None: no limit; a valid file asks for at most about 175, a photo for 1 to 3).
+    detail: "coded" (the file's stages) or "sample": the stages the file does not code, up to detail_stages,
+    drawn from the integer prior given those it does, with `seed` (the same indices on any machine).
     """
     from .codec import load_codec, load_codec_for_file
     codec = load_codec_for_file(read_info(data), device) if model is None else load_codec(model, device)
-    return codec.decompress(data, quality=quality, max_pixels=max_pixels, max_work=max_work)
+    return codec.decompress(data, quality=quality, max_pixels=max_pixels, max_work=max_work, detail=detail,
+                            seed=seed, detail_stages=detail_stages)
+
+
+def sample(width: int = 512, height: int = 512, seed: int = 0, stages: int | None = None, like: bytes | None = None,
+           keep: int = 1, model: str | Path | None = None, device: str = "cpu",
+           max_pixels: int | None = DEFAULT_MAX_PIXELS):
+    """An image drawn from the model's prior: every residual stage up to `stages` (None: all) drawn in the
+    decoder's order with `seed`, then decoded. like: the bytes of a .vq file whose first `keep` stages are kept
+    (variations of that photo; its model, its size). The same seed gives the same indices on any machine."""
+    from .codec import load_codec, load_codec_for_file
+    if like is not None and model is None:
+        codec = load_codec_for_file(read_info(like), device)
+    else:
+        codec = load_codec(model, device)
+    return codec.sample(width, height, seed, stages, like, keep, max_pixels)
 
 
 def read_info(data: bytes):

@@ -566,6 +566,13 @@ def image_bytes(image, fmt: str, say) -> bytes:
               help="Refuse, before decoding, files that ask for more than N index positions per coded byte "
                    "(decode time per byte of input; photos take 1 to 3, a flat image up to about 175). "
                    "[default: no limit]")
+@click.option("--detail", type=click.Choice(["coded", "sample"]), default="coded", show_default=True,
+              help="sample: draw the residual stages the file does not code from the model's prior, given those it "
+                   "codes (more texture, not the photo's own; see --seed).")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+              help="With --detail sample: the draw (the same seed gives the same image).")
+@click.option("--detail-stages", type=int, default=None, metavar="S",
+              help="With --detail sample: fill the file up to S stages (default 10).")
 @click.option("--model", default=None, help="Model name or folder (default: the shipped model the file names).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @_threads_option()
@@ -573,8 +580,8 @@ def image_bytes(image, fmt: str, say) -> bytes:
 @click.option("--skip-existing", is_flag=True, help="In a batch (-o), skip inputs whose output already exists.")
 @click.option("--quiet", is_flag=True, help="Print nothing on success (no progress bar either).")
 @library_errors
-def decompress(paths, output_dir, fmt, quality, max_pixels, max_work, model, device, threads, force, skip_existing,
-               quiet):
+def decompress(paths, output_dir, fmt, quality, max_pixels, max_work, detail, seed, detail_stages, model, device,
+               threads, force, skip_existing, quiet):
     """Decode a .vq file into an image (format from OUTPUT's extension, e.g. .png), or several into a folder.
 
     \b
@@ -583,6 +590,7 @@ def decompress(paths, output_dir, fmt, quality, max_pixels, max_work, model, dev
       vqcodec decompress photo.vq - | display                 # PNG on standard output
       vqcodec decompress photo.vq - --format jpeg > photo.jpg
       vqcodec decompress a.vq b.vq vqfiles/ -o out/ --format webp
+      vqcodec decompress photo.vq textured.png --detail sample --seed 7
 
     With "-" as OUTPUT, every message goes to standard error. A batch goes on past a file that fails,
     and exits with 1 if any did.
@@ -595,7 +603,10 @@ def decompress(paths, output_dir, fmt, quality, max_pixels, max_work, model, dev
 
     def decode(data: bytes):
         return vqcodec.decompress(data, model=model, device=device, quality=quality, max_pixels=limit,
-                                  max_work=max_work)
+                                  max_work=max_work, detail=detail, seed=seed, detail_stages=detail_stages)
+
+    if detail == "coded" and detail_stages is not None:
+        raise fail("--detail-stages goes with --detail sample")
 
     if output_dir is None:
         src, dst = _two_paths(paths, "INPUT_VQ")
@@ -642,6 +653,64 @@ def decompress(paths, output_dir, fmt, quality, max_pixels, max_work, model, dev
                       f"{total_pixels} pixels, {batch.failures} failed{skipped}", err=False)
     if batch.failures:
         raise SystemExit(1)
+
+
+def _size(value: str) -> tuple[int, int]:
+    """WxH -> (W, H)."""
+    try:
+        w, h = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise fail(f"--size must be WIDTHxHEIGHT, such as 512x512, not {value!r}") from None
+    if not (1 <= w <= 65535 and 1 <= h <= 65535):
+        raise fail(f"--size must be 1 to 65535 pixels a side, not {value!r}")
+    return w, h
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("output", metavar="OUTPUT")
+@click.option("--size", default="512x512", show_default=True, metavar="WxH", help="The image's size in pixels.")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+              help="The draw: the same seed gives the same indices on any machine.")
+@click.option("--stages", type=int, default=None, metavar="S", help="Residual stages to draw (default: all).")
+@click.option("--like", "like", default=None, metavar="PHOTO_VQ",
+              help="Keep this .vq file's first --keep stages and draw the rest: variations of the photo "
+                   "(its size replaces --size).")
+@click.option("--keep", type=int, default=1, show_default=True, help="With --like: the file's stages kept.")
+@click.option("--format", "fmt", type=click.Choice(sorted(OUTPUT_FORMATS), case_sensitive=False), default=None,
+              help="Image format for standard output (default png), or for an OUTPUT whose extension names none.")
+@_max_pixels_option()
+@click.option("--model", default=None, help="Model name or folder (default: the shipped model, or --like's).")
+@_threads_option()
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
+@click.option("--quiet", is_flag=True, help="Print nothing on success (no progress bar either).")
+@library_errors
+def sample(output, size, seed, stages, like, keep, fmt, max_pixels, model, threads, force, quiet):
+    """Draw an image from the model's prior: each residual stage in the decoder's order, then decode it. What
+    the prior has learned, as VQ-VAE papers show it; time and memory are those of decoding an image this size.
+
+    \b
+      vqcodec sample dream.png --size 512x512 --seed 3
+      vqcodec sample coarse.png --stages 2 --seed 3         # only the first two stages drawn
+      vqcodec sample variation.png --like photo.vq --keep 2 --seed 1
+    """
+    import vqcodec
+
+    limit = _max_pixels(max_pixels)
+    _set_threads(threads)
+    width, height = _size(size)
+    if like is None and keep != 1:
+        raise fail("--keep goes with --like")
+    if output != STDIO:
+        check_output(Path(output), force)
+    else:
+        stdout_binary()
+    out_format = _output_format(output, fmt)
+    data = None if like is None else read_input(like, kind="vq")
+    image = _with_tile_progress(quiet, lambda: vqcodec.sample(width, height, seed, stages, data, keep, model,
+                                                              max_pixels=limit))
+    write_output(output, image_bytes(image, out_format, lambda m: click.echo(m, err=True)), force)
+    if not quiet:
+        click.echo(f"seed {seed} -> {label(output, output=True)}: {image.width}x{image.height}", err=output == STDIO)
 
 
 @cli.command(context_settings=CONTEXT)

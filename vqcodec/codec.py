@@ -32,6 +32,8 @@ from .progress import tick
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 DEFAULT_MODEL = "vqf8-v13"
+DETAIL_CHOICES = ("coded", "sample")   # decompress(detail=): what the file codes, or its missing stages drawn
+DEFAULT_DETAIL_STAGES = 10             # detail="sample" fills the file up to this many stages
 
 
 class ModelMismatchError(ValueError):
@@ -189,13 +191,16 @@ class VQCodec:
         return levels[lo], data
 
     def decompress(self, data: bytes, quality: int | None = None,
-                   max_pixels: int | None = DEFAULT_MAX_PIXELS, max_work: float | None = None) -> Image.Image:
+                   max_pixels: int | None = DEFAULT_MAX_PIXELS, max_work: float | None = None,
+                   detail: str = "coded", seed: int = 0, detail_stages: int | None = None) -> Image.Image:
         """The bytes of a .vq file -> a PIL image (RGB, L, RGBA or LA; ICC / EXIF / XMP in .info).
 
         quality: decode a lower quality from the same file (its first stages), or None for the file's own.
         max_work: refuse, before decoding, a file whose coded streams ask the prior for more than this many
-        index positions per byte (container.work_per_byte; a server's bound on time per byte of input)."""
-        return self.decompress_batch([data], quality, max_pixels, max_work)[0]
+        index positions per byte (container.work_per_byte; a server's bound on time per byte of input).
+        detail: "coded" (what the file codes) or "sample": the residual stages the file does not code, up to
+        detail_stages (None: DEFAULT_DETAIL_STAGES), drawn from the prior given the coded ones, with `seed`."""
+        return self.decompress_batch([data], quality, max_pixels, max_work, detail, seed, detail_stages)[0]
 
     def _out_of_memory(self, error: BaseException, what: str) -> None:
         """Allocation failures (MemoryError, torch's RuntimeError) -> one clear ValueError; others pass."""
@@ -272,10 +277,14 @@ class VQCodec:
         return out
 
     def decompress_batch(self, datas, quality: int | None = None,
-                         max_pixels: int | None = DEFAULT_MAX_PIXELS, max_work: float | None = None) -> list[Image.Image]:
+                         max_pixels: int | None = DEFAULT_MAX_PIXELS, max_work: float | None = None,
+                         detail: str = "coded", seed: int = 0, detail_stages: int | None = None) -> list[Image.Image]:
         """Several .vq files; index grids of one tile and the same shape share one decoder pass."""
+        if detail not in DETAIL_CHOICES:
+            raise ValueError(f"detail must be one of {', '.join(DETAIL_CHOICES)}, not {detail!r}")
+        target = self.detail_target(detail, detail_stages)
         try:
-            return self._decompress_batch(datas, quality, max_pixels, max_work)
+            return self._decompress_batch(datas, quality, max_pixels, max_work, target, seed)
         except (MemoryError, RuntimeError) as e:
             self._out_of_memory(e, "decode this image")
             raise
@@ -288,7 +297,44 @@ class VQCodec:
         streams = container.sections(data, header, stages).streams
         return self.coder.decode(streams, *header.grid, header.tiles, coarse=coarse, count=header.stages)
 
-    def _decompress_batch(self, datas, quality, max_pixels, max_work=None) -> list[Image.Image]:
+    def detail_target(self, detail: str, detail_stages: int | None) -> int | None:
+        """The stage count that detail="sample" fills a file up to (None for detail="coded")."""
+        if detail != "sample":
+            return None
+        target = min(DEFAULT_DETAIL_STAGES, self.cfg.num_stages) if detail_stages is None else detail_stages
+        if not isinstance(target, int) or not 1 <= target <= self.cfg.num_stages:
+            raise ValueError(f"detail_stages must be from 1 to {self.cfg.num_stages}, not {detail_stages!r}")
+        return target
+
+    def sample(self, width: int, height: int, seed: int = 0, stages: int | None = None, like: bytes | None = None,
+               keep: int = 1, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+        """An RGB image drawn from the prior, stage by stage in the decoder's order, and decoded: every stage up
+        to `stages` (None: all) drawn with `seed`. like: a .vq file whose first `keep` stages are kept (its
+        size then replaces width and height): variations of a photo. Deterministic per seed."""
+        stages = self.cfg.num_stages if stages is None else stages
+        if not isinstance(stages, int) or not 1 <= stages <= self.cfg.num_stages:
+            raise ValueError(f"stages must be from 1 to {self.cfg.num_stages}, not {stages!r}")
+        given = None
+        if like is not None:
+            header = self.read_header(like)
+            if not 1 <= keep <= min(header.stages, stages):
+                raise ValueError(f"keep must be from 1 to {min(header.stages, stages)} (the file codes "
+                                 f"{header.stages} stages), not {keep}")
+            width, height = header.width, header.height
+            check_pixels(width, height, max_pixels, "the image in this .vq file")
+            given = self.read_indices(like)[..., :keep]
+        header = Header(self.model_name, self.model_hash, width, height, "RGB", 1, stages, self.cfg.downsampling, TILE)
+        header.validate()
+        check_pixels(width, height, max_pixels, "the image to sample")
+        try:
+            indices = self.coder.sample(*header.grid, stages, seed, given, header.tiles)
+            return self._decode_tiled(indices, header)
+        except (MemoryError, RuntimeError) as e:
+            self._out_of_memory(e, "sample this image")
+            raise
+
+    def _decompress_batch(self, datas, quality, max_pixels, max_work=None, detail_target=None,
+                          seed=0) -> list[Image.Image]:
         timings: dict[str, float] = {}
         headers, indices, extras = [], [], []
         for data in datas:
@@ -306,8 +352,11 @@ class VQCodec:
                 raise FormatError(f"corrupt .vq file ({e})") from None
             h, w = header.grid
             # the colour streams first: damaged ones are refused before the alpha plane is inflated
-            indices.append(self.coder.decode(parts.streams, h, w, header.tiles, timings, coarse=coarse,
-                                             count=header.stages))
+            idx = self.coder.decode(parts.streams, h, w, header.tiles, timings, coarse=coarse, count=header.stages)
+            if detail_target is not None and detail_target > idx.shape[2]:
+                with timer(timings, "sample_s"):
+                    idx = self.coder.sample(h, w, detail_target, seed, idx, header.tiles)
+            indices.append(idx)
             try:
                 alpha = None if not parts.alpha else unpack_alpha(parts.alpha, header.width, header.height)
             except ValueError as e:

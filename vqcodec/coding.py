@@ -2,6 +2,9 @@
 
 Order: stage 0..q-1; within a stage, the passes of its schedule (ModelConfig.stage_prior); within a pass, row-major positions.
 The prior is evaluated once per (stage, pass): q * passes evaluations, whatever the image size.
+
+The same tables also drive a seeded sampler (IndexCoder.sample): indices drawn from the prior, in the decoder's
+order, with integer arithmetic only, so that a seed gives the same indices on every machine.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import numpy as np
 import torch
 
 from .container import FormatError
-from .entropy import SymbolDecoder, SymbolEncoder, cross_entropy_bits
+from .entropy import SymbolDecoder, SymbolEncoder, cap_probabilities, cross_entropy_bits
 from .prior import IntegerPrior, build_context, known_before, stage_masks
 from .progress import tick
 
@@ -62,6 +65,37 @@ class CoarseAlphabet:
         A plain reduction, not a BLAS product: BLAS threads would compete with torch's for the cores.
         """
         return np.add.reduceat(freqs[:, self.by_cell], self.starts, axis=1)
+
+
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser on uint64 (wrapping arithmetic): a fixed, portable hash of each value."""
+    with np.errstate(over="ignore"):
+        z = (np.asarray(x, np.uint64) + np.uint64(0x9E3779B97F4A7C15)) & _M64
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def sample_keys(seed: int, stage: int, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """The random 64-bit word of each (stage, grid position) for `seed`: splitmix64(splitmix64(seed) +
+    (stage << 48 | y << 24 | x)). It depends on nothing else, so a position's draw is the same whatever the
+    order, the tiling or the machine."""
+    base = splitmix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], np.uint64))[0]
+    where = (np.uint64(stage) << np.uint64(48)) | (ys.astype(np.uint64) << np.uint64(24)) | xs.astype(np.uint64)
+    with np.errstate(over="ignore"):
+        return splitmix64(base + where)
+
+
+def draw(freqs: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """(N, K) integer frequency tables (capped as the coder caps them) and (N,) uint64 random words -> (N,)
+    symbols: symbol j where the cumulative frequencies pass key mod (row total). Integers only."""
+    f = cap_probabilities(freqs).astype(np.int64)              # exact: integers below 2**53
+    cum = np.cumsum(f, axis=1)                                  # (N, K), below 2**62
+    u = (keys % cum[:, -1].astype(np.uint64)).astype(np.int64)  # (N,) in 0..total-1
+    return (cum <= u[:, None]).sum(1)
 
 
 def stream_bytes(streams: list[list[bytes]]) -> int:
@@ -189,5 +223,39 @@ class IndexCoder:
                 except Exception:
                     raise FormatError(f"corrupt .vq payload (stage {s + 1} does not end where it should)") from None
             out[..., s] = stage.cpu().to(torch.int16)
+            prev = prev + self.prior.input_vectors(s, stage)
+        return out
+
+    def sample(self, h: int, w: int, stages: int, seed: int, given: torch.Tensor | None = None, tiles=None,
+               count: int | None = None) -> torch.Tensor:
+        """Indices (h, w, stages) int16 drawn from the prior, tile by tile in the decoder's order: the first
+        given.shape[2] stages are `given` (a file's decoded stages, full codes), the rest drawn with the
+        prior told that the file codes `count` stages (None: `stages`). Deterministic per seed."""
+        k = 0 if given is None else given.shape[2]
+        count = stages if count is None else count
+        out = torch.zeros(h, w, stages, dtype=torch.int16)
+        if k:
+            out[..., :k] = given[..., :stages]
+        tiles = tiles or [(0, 0, h, w)]
+        for y0, x0, y1, x1 in tiles:
+            tick("sampling", len(tiles))
+            out[y0:y1, x0:x1] = self._sample_tile(out[y0:y1, x0:x1], k, seed, y0, x0, count)
+        return out
+
+    def _sample_tile(self, tile: torch.Tensor, k: int, seed: int, y0: int, x0: int, count: int) -> torch.Tensor:
+        h, w, q = tile.shape
+        schedule = self._schedule(h, w)
+        out = tile.clone()
+        prev = torch.zeros(self.prior.cfg.latent_dim, h, w, dtype=torch.int64, device=self.device)
+        for s in range(q):
+            stage = out[..., s].to(self.device, torch.int64)
+            if s >= k:
+                masks, known = schedule[s]
+                for p in range(masks.shape[0]):
+                    freqs = self._tables(s, prev, self.prior.input_vectors(s, stage), known[p], masks[p], count)
+                    ys, xs = (t.cpu().numpy() for t in torch.nonzero(masks[p], as_tuple=True))   # row-major
+                    symbols = draw(freqs, sample_keys(seed, s, ys + y0, xs + x0))
+                    stage[masks[p]] = torch.from_numpy(symbols).to(self.device)
+                out[..., s] = stage.cpu().to(torch.int16)
             prev = prev + self.prior.input_vectors(s, stage)
         return out
