@@ -158,3 +158,19 @@ def test_pchip_integral_matches_scipy():
         lo, hi = x[0] + 0.1 * (x[-1] - x[0]), x[-1] - 0.2 * (x[-1] - x[0])
         expected = interpolate.PchipInterpolator(x, y).integrate(lo, hi)
         assert pchip_integral(x, y, lo, hi) == pytest.approx(expected, abs=1e-12)
+
+
+def test_detail_ratio_sees_blur_and_noise():
+    from PIL import Image, ImageFilter
+
+    from vqcodec.bench.metrics import detail_power, detail_ratio
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8))
+    assert detail_ratio(photo, photo) == 1.0
+    assert detail_ratio(photo.filter(ImageFilter.GaussianBlur(2)), photo) < 0.05
+    flat = Image.new("RGB", (80, 64), (90, 120, 200))
+    assert detail_power(flat) < 1e-9
+    # a sinusoid of 1/4 cycle per pixel is all detail; one of 1/16 has none above 1/8
+    x = np.arange(80)[None, :].repeat(64, 0)
+    fine, coarse = (np.uint8(128 + 100 * np.sin(2 * np.pi * x * f)) for f in (1 / 4, 1 / 16))
+    assert detail_power(coarse) < 1e-3 * detail_power(fine)

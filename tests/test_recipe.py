@@ -22,6 +22,8 @@ TINY_PHASES = [{"phase": "autoencoder", "steps": 40, "crop": 32, "batch_size": 4
                {"phase": "prior", "crops": 16, "crop": 32, "float_steps": 20, "qat_steps": 10},
                {"phase": "prior", "name": "prior-own", "indices": "own", "continue_from": "prior", "crops": 8,
                 "crop": 32, "float_steps": 6, "qat_steps": 3},
+               {"phase": "realistic", "steps": 8, "crops": 8, "crop": 32, "batch_size": 4, "disc_warmup": 3,
+                "max_quality": 2, "eval_every": 4, "channels": 8, "blocks": 1, "disc_channels": 8},
                {"phase": "export"}]
 
 
@@ -48,7 +50,7 @@ def test_a_tiny_recipe_runs_every_phase_and_its_model_round_trips_an_image(tiny,
     res = CliRunner().invoke(cli, ["train", "--recipe", str(path), "--out", str(out), "--device", "cpu"])
     assert res.exit_code == 0, res.output
     state = json.loads((out / "phases.json").read_text())
-    phases = ["autoencoder", "ecvq", "coarse", "decoder", "prior", "prior-own", "export"]
+    phases = ["autoencoder", "ecvq", "coarse", "decoder", "prior", "prior-own", "realistic", "export"]
     assert [k for k, v in state.items() if v["done"]] == phases
     assert state["autoencoder"]["megapixels_per_s"] > 0
     assert state["ecvq"]["lambdas"][0] == 0 and all(x > 0 for x in state["ecvq"]["lambdas"][1:])
@@ -56,6 +58,7 @@ def test_a_tiny_recipe_runs_every_phase_and_its_model_round_trips_an_image(tiny,
     model = out / "tiny-r"
     report = json.loads((model / "training_report.json").read_text())
     assert list(report["phases"]) == phases[:-1]
+    assert (model / "realistic.safetensors").is_file()
     image = Image.open(sorted((tmp_path / "data").iterdir())[0])
     from vqcodec.codec import load_codec
 
@@ -63,7 +66,12 @@ def test_a_tiny_recipe_runs_every_phase_and_its_model_round_trips_an_image(tiny,
     data = codec.compress(image, quality=2)
     back = codec.decompress(data)
     assert back.size == image.size and back.mode == "RGB"
-    assert decompress is not None
+    # the realistic phase: its head beside the model, and a second decoder for the same file
+    assert codec.decoders == ("fidelity", "realistic")
+    real = decompress(data, model=model, decoder="realistic")
+    assert real.size == image.size and not np.array_equal(np.asarray(real), np.asarray(back))
+    high = codec.compress(image, quality=4)           # above max_quality: the fidelity image
+    assert np.array_equal(np.asarray(codec.decompress(high, decoder="realistic")), np.asarray(codec.decompress(high)))
     # a rerun skips every phase
     res = CliRunner().invoke(cli, ["train", "--recipe", str(path), "--out", str(out), "--device", "cpu"])
     assert res.exit_code == 0 and res.output.count(": done") == len(phases), res.output

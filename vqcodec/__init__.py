@@ -47,7 +47,7 @@ def compress_to_size(image, target_size: int | None = None, target_bpp: float | 
 
 def decompress(data: bytes, model: str | Path | None = None, device: str = "cpu", quality: int | None = None,
                max_pixels: int | None = DEFAULT_MAX_PIXELS, max_work: float | None = None, detail: str = "coded",
-               seed: int = 0, detail_stages: int | None = None):
+               seed: int = 0, detail_stages: int | None = None, decoder: str = "fidelity"):
     """Decode the bytes of a .vq file into a PIL image. model None = the shipped model the file names.
 
     quality: a lower quality decoded from the same file (its first residual stages), faster; a file cut
@@ -56,11 +56,13 @@ def decompress(data: bytes, model: str | Path | None = None, device: str = "cpu"
     (None: no limit; a valid file asks for at most about 175, a photo for 1 to 3).
     detail: "coded" (the file's stages) or "sample": the stages the file does not code, up to detail_stages,
     drawn from the integer prior given those it does, with `seed` (the same indices on any machine).
+    decoder: "fidelity" (default) or "realistic": the model's second decoder, trained adversarially to draw
+    plausible texture at low qualities (where the model ships one; `read_decoders` says).
     """
     from .codec import load_codec, load_codec_for_file
     codec = load_codec_for_file(read_info(data), device) if model is None else load_codec(model, device)
     return codec.decompress(data, quality=quality, max_pixels=max_pixels, max_work=max_work, detail=detail,
-                            seed=seed, detail_stages=detail_stages)
+                            seed=seed, detail_stages=detail_stages, decoder=decoder)
 
 
 def sample(width: int = 512, height: int = 512, seed: int = 0, stages: int | None = None, like: bytes | None = None,
@@ -75,6 +77,20 @@ def sample(width: int = 512, height: int = 512, seed: int = 0, stages: int | Non
     else:
         codec = load_codec(model, device)
     return codec.sample(width, height, seed, stages, like, keep, max_pixels)
+
+
+def read_decoders(model_name: str) -> tuple[str, ...]:
+    """The decoders the installed model `model_name` offers, from its folder's files (no weights loaded, no
+    torch): ("fidelity",), with "realistic" where it ships realistic.safetensors; () if it is not installed."""
+    from .container import _NAME_RE
+    try:
+        import vqcodec.models as shipped
+        folder = Path(shipped.__path__[0]) / model_name
+    except ImportError:
+        folder = Path(__file__).resolve().parents[1] / "models" / model_name
+    if not _NAME_RE.fullmatch(model_name.encode("ascii", "replace")) or not (folder / "config.json").is_file():
+        return ()
+    return ("fidelity", "realistic") if (folder / "realistic.safetensors").is_file() else ("fidelity",)
 
 
 def read_info(data: bytes):

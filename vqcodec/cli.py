@@ -566,6 +566,9 @@ def image_bytes(image, fmt: str, say) -> bytes:
               help="Refuse, before decoding, files that ask for more than N index positions per coded byte "
                    "(decode time per byte of input; photos take 1 to 3, a flat image up to about 175). "
                    "[default: no limit]")
+@click.option("--decoder", type=click.Choice(["fidelity", "realistic"]), default="fidelity", show_default=True,
+              help="realistic: the model's second decoder, trained adversarially to draw plausible texture at low "
+                   "qualities (less like the photo pixel by pixel; `vqcodec info` lists a model's decoders).")
 @click.option("--detail", type=click.Choice(["coded", "sample"]), default="coded", show_default=True,
               help="sample: draw the residual stages the file does not code from the model's prior, given those it "
                    "codes (more texture, not the photo's own; see --seed).")
@@ -580,8 +583,8 @@ def image_bytes(image, fmt: str, say) -> bytes:
 @click.option("--skip-existing", is_flag=True, help="In a batch (-o), skip inputs whose output already exists.")
 @click.option("--quiet", is_flag=True, help="Print nothing on success (no progress bar either).")
 @library_errors
-def decompress(paths, output_dir, fmt, quality, max_pixels, max_work, detail, seed, detail_stages, model, device,
-               threads, force, skip_existing, quiet):
+def decompress(paths, output_dir, fmt, quality, max_pixels, max_work, decoder, detail, seed, detail_stages, model,
+               device, threads, force, skip_existing, quiet):
     """Decode a .vq file into an image (format from OUTPUT's extension, e.g. .png), or several into a folder.
 
     \b
@@ -591,6 +594,7 @@ def decompress(paths, output_dir, fmt, quality, max_pixels, max_work, detail, se
       vqcodec decompress photo.vq - --format jpeg > photo.jpg
       vqcodec decompress a.vq b.vq vqfiles/ -o out/ --format webp
       vqcodec decompress photo.vq textured.png --detail sample --seed 7
+      vqcodec decompress photo.vq realistic.png --decoder realistic
 
     With "-" as OUTPUT, every message goes to standard error. A batch goes on past a file that fails,
     and exits with 1 if any did.
@@ -603,7 +607,8 @@ def decompress(paths, output_dir, fmt, quality, max_pixels, max_work, detail, se
 
     def decode(data: bytes):
         return vqcodec.decompress(data, model=model, device=device, quality=quality, max_pixels=limit,
-                                  max_work=max_work, detail=detail, seed=seed, detail_stages=detail_stages)
+                                  max_work=max_work, detail=detail, seed=seed, detail_stages=detail_stages,
+                                  decoder=decoder)
 
     if detail == "coded" and detail_stages is not None:
         raise fail("--detail-stages goes with --detail sample")
@@ -719,8 +724,9 @@ def sample(output, size, seed, stages, like, keep, fmt, max_pixels, model, threa
 @library_errors
 def info(input, as_json):
     """Show what a .vq file holds: model, size, quality, bytes, bits per pixel, stages (how many are whole
-    in the file: a cut-off file decodes at a lower quality), alpha, metadata (bytes of ICC, EXIF, XMP)."""
-    from . import read_info
+    in the file: a cut-off file decodes at a lower quality), alpha, metadata (bytes of ICC, EXIF, XMP), and the
+    decoders (--decoder) the installed model offers for it."""
+    from . import read_decoders, read_info
     from .container import FORMAT_VERSION, decoded_mode, sections
     from .images import unpack_metadata
 
@@ -734,11 +740,13 @@ def info(input, as_json):
               "width": h.width, "height": h.height, "mode": decoded_mode(h), "quality": h.quality,
               "bytes": len(data), "bpp": round(8 * len(data) / (h.width * h.height), 6),
               "stages": h.stages, "complete_stages": h.complete_stages, "tiles": h.num_tiles,
-              "source_depth": h.depth, "alpha": h.alpha_len > 0, "metadata": metadata}
+              "source_depth": h.depth, "alpha": h.alpha_len > 0, "metadata": metadata,
+              "decoders": list(read_decoders(h.model_name))}
     if as_json:
         click.echo(json.dumps(fields))
     else:
         fields["metadata"] = ", ".join(f"{k} ({n} bytes)" for k, n in metadata.items()) or "none"
+        fields["decoders"] = ", ".join(fields["decoders"]) or f"none (model {h.model_name} is not installed)"
         for k, v in fields.items():
             click.echo(f"{k:>15}: {v}")
 

@@ -34,6 +34,8 @@ CONFIG_FILE = "config.json"
 DEFAULT_MODEL = "vqf8-v13"
 DETAIL_CHOICES = ("coded", "sample")   # decompress(detail=): what the file codes, or its missing stages drawn
 DEFAULT_DETAIL_STAGES = 10             # detail="sample" fills the file up to this many stages
+DECODER_CHOICES = ("fidelity", "realistic")   # decompress(decoder=): the model's decoder, or its realistic one
+REALISTIC_FILE = "realistic.safetensors"      # beside model.safetensors (vqcodec.realistic.REALISTIC_FILE)
 
 
 class ModelMismatchError(ValueError):
@@ -105,7 +107,39 @@ class VQCodec:
             weights = (model_dir / WEIGHTS_FILE).read_bytes()
         except FileNotFoundError as e:
             raise ValueError(f"not a vqcodec model directory: {model_dir} (missing {Path(e.filename).name})") from None
-        return cls.from_bytes(weights, config, device)
+        codec = cls.from_bytes(weights, config, device)
+        realistic = model_dir / REALISTIC_FILE
+        codec.realistic_path = realistic if realistic.is_file() else None
+        return codec
+
+    realistic_path: Path | None = None   # the model folder's realistic decoder, if it has one
+    _realistic = None
+
+    @property
+    def decoders(self) -> tuple[str, ...]:
+        return DECODER_CHOICES if self.realistic_path is not None else DECODER_CHOICES[:1]
+
+    def realistic_head(self):
+        """(the realistic decoder's texture head, its config), loaded on first use."""
+        if self.realistic_path is None:
+            raise ValueError(f"model {self.model_name} has no realistic decoder (it offers: "
+                             f"{', '.join(self.decoders)})")
+        if self._realistic is None:
+            from .realistic import load_head
+            head, config = load_head(self.realistic_path, self.cfg.num_stages)
+            self._realistic = (head.to(self.device), config)
+        return self._realistic
+
+    def _finish_pixels(self, x: torch.Tensor, stages: int, decoder: str) -> torch.Tensor:
+        """The fidelity decoder's image (B, 3, H, W) -> what `decoder` gives: itself, or the realistic decoder's
+        at the qualities it was trained for (stage counts up to its max_quality's; above, the fidelity image)."""
+        if decoder == "fidelity":
+            return x
+        head, config = self.realistic_head()
+        if stages > self.cfg.quality_plan(config["max_quality"])[0]:
+            return x
+        with torch.no_grad():
+            return head(x, torch.full((x.shape[0],), stages, device=x.device)).clamp(0, 1)
 
     @classmethod
     def random(cls, config: ModelConfig | None = None, seed: int = 0, device: str = "cpu") -> "VQCodec":
@@ -192,15 +226,18 @@ class VQCodec:
 
     def decompress(self, data: bytes, quality: int | None = None,
                    max_pixels: int | None = DEFAULT_MAX_PIXELS, max_work: float | None = None,
-                   detail: str = "coded", seed: int = 0, detail_stages: int | None = None) -> Image.Image:
+                   detail: str = "coded", seed: int = 0, detail_stages: int | None = None,
+                   decoder: str = "fidelity") -> Image.Image:
         """The bytes of a .vq file -> a PIL image (RGB, L, RGBA or LA; ICC / EXIF / XMP in .info).
 
         quality: decode a lower quality from the same file (its first stages), or None for the file's own.
         max_work: refuse, before decoding, a file whose coded streams ask the prior for more than this many
         index positions per byte (container.work_per_byte; a server's bound on time per byte of input).
         detail: "coded" (what the file codes) or "sample": the residual stages the file does not code, up to
-        detail_stages (None: DEFAULT_DETAIL_STAGES), drawn from the prior given the coded ones, with `seed`."""
-        return self.decompress_batch([data], quality, max_pixels, max_work, detail, seed, detail_stages)[0]
+        detail_stages (None: DEFAULT_DETAIL_STAGES), drawn from the prior given the coded ones, with `seed`.
+        decoder: "fidelity" (the model's decoder) or "realistic" (its texture head, trained adversarially, where
+        the model folder has one; at qualities above those it was trained for, the fidelity image)."""
+        return self.decompress_batch([data], quality, max_pixels, max_work, detail, seed, detail_stages, decoder)[0]
 
     def _out_of_memory(self, error: BaseException, what: str) -> None:
         """Allocation failures (MemoryError, torch's RuntimeError) -> one clear ValueError; others pass."""
@@ -278,13 +315,18 @@ class VQCodec:
 
     def decompress_batch(self, datas, quality: int | None = None,
                          max_pixels: int | None = DEFAULT_MAX_PIXELS, max_work: float | None = None,
-                         detail: str = "coded", seed: int = 0, detail_stages: int | None = None) -> list[Image.Image]:
+                         detail: str = "coded", seed: int = 0, detail_stages: int | None = None,
+                         decoder: str = "fidelity") -> list[Image.Image]:
         """Several .vq files; index grids of one tile and the same shape share one decoder pass."""
         if detail not in DETAIL_CHOICES:
             raise ValueError(f"detail must be one of {', '.join(DETAIL_CHOICES)}, not {detail!r}")
+        if decoder not in DECODER_CHOICES:
+            raise ValueError(f"decoder must be one of {', '.join(DECODER_CHOICES)}, not {decoder!r}")
+        if decoder == "realistic":
+            self.realistic_head()
         target = self.detail_target(detail, detail_stages)
         try:
-            return self._decompress_batch(datas, quality, max_pixels, max_work, target, seed)
+            return self._decompress_batch(datas, quality, max_pixels, max_work, target, seed, decoder)
         except (MemoryError, RuntimeError) as e:
             self._out_of_memory(e, "decode this image")
             raise
@@ -334,7 +376,7 @@ class VQCodec:
             raise
 
     def _decompress_batch(self, datas, quality, max_pixels, max_work=None, detail_target=None,
-                          seed=0) -> list[Image.Image]:
+                          seed=0, decoder="fidelity") -> list[Image.Image]:
         timings: dict[str, float] = {}
         headers, indices, extras = [], [], []
         for data in datas:
@@ -368,17 +410,18 @@ class VQCodec:
             single = [i for i, h in enumerate(headers) if h.num_tiles == 1]
             for members in _same_shape_groups([tuple(indices[i].shape) for i in single]):
                 members = [single[m] for m in members]
-                x = self.autoencoder.decode_indices(torch.stack([indices[i] for i in members]).to(self.device).long())
+                batch = torch.stack([indices[i] for i in members]).to(self.device).long()
+                x = self._finish_pixels(self.autoencoder.decode_indices(batch), batch.shape[-1], decoder)
                 arr = _to_pixels(x)                                                      # (B, H, W, 3)
                 for j, i in enumerate(members):
                     images[i] = from_rgb_array(arr[j], headers[i].width, headers[i].height, headers[i].mode)
             for i, h in enumerate(headers):
                 if images[i] is None:
-                    images[i] = self._decode_tiled(indices[i], h)
+                    images[i] = self._decode_tiled(indices[i], h, decoder)
         self.last_timings = timings
         return [finish(im, alpha, meta) for im, (alpha, meta) in zip(images, extras)]
 
-    def _decode_tiled(self, indices: torch.Tensor, header: Header) -> Image.Image:
+    def _decode_tiled(self, indices: torch.Tensor, header: Header, decoder: str = "fidelity") -> Image.Image:
         """indices (h, w, q) -> the image, one tile (with a margin the decoder's field of view needs) at a time."""
         h, w = header.grid
         f = self.cfg.downsampling
@@ -386,7 +429,7 @@ class VQCodec:
         for y0, x0, y1, x1 in header.tiles:
             (a0, b0, a1, b1), (cy, cx) = _with_margin(y0, x0, y1, x1, h, w)
             x = self.autoencoder.decode_indices(indices[None, a0:a1, b0:b1].to(self.device).long())
-            tile = _to_pixels(x)[0][cy * f:(cy + y1 - y0) * f, cx * f:(cx + x1 - x0) * f]   # (th*f, tw*f, 3)
+            tile = _to_pixels(self._finish_pixels(x, indices.shape[-1], decoder))[0][cy * f:(cy + y1 - y0) * f, cx * f:(cx + x1 - x0) * f]   # (th*f, tw*f, 3)
             py, px = y0 * f, x0 * f
             tile = tile[:header.height - py, :header.width - px]
             out.paste(from_rgb_array(tile, tile.shape[1], tile.shape[0], header.mode), (px, py))

@@ -23,6 +23,7 @@ import torch
 
 from .config import ModelConfig
 from .finetune import DecoderSettings
+from .realistic import RealisticSettings
 from .train import AutoencoderSettings
 
 RECIPE_VERSION = 1
@@ -65,7 +66,8 @@ class ExportSettings:
 
 
 PHASES = {"autoencoder": AutoencoderSettings, "ecvq": EcvqSettings, "coarse": CoarseSettings,
-          "decoder": DecoderSettings, "prior": PriorSettings, "export": ExportSettings}
+          "decoder": DecoderSettings, "prior": PriorSettings, "realistic": RealisticSettings,
+          "export": ExportSettings}
 
 
 @dataclass(frozen=True)
@@ -265,6 +267,28 @@ def run_phase(run: Run, phase: Phase) -> bool:
         run.save_autoencoder(ae)
         run.finish(phase, steps=done, wall_s=round(time.time() - t0))
         return True
+    if phase.kind == "realistic":
+        from .data import CropSampler
+        from .codec import REALISTIC_FILE
+        from .realistic import save_head, train_realistic
+
+        if s.init_from is not None:
+            from .codec import load_codec
+
+            codec = load_codec(s.init_from)
+            ae, codes = codec.autoencoder, codec.coarse_codes
+        else:
+            ae, codes = run.autoencoder(), coarse_codes(run)
+        folder = run.out / phase.name
+        folder.mkdir(parents=True, exist_ok=True)
+        crops = CropSampler(run.images(s.crop), s.crop, seed=17).batch(s.crops)
+        head, done = train_realistic(ae.cpu().eval(), codes, crops, s, folder, val=run.val(), log=log,
+                                     stop_at=run.stop_at)
+        if done < s.steps:
+            return False
+        save_head(head, s, folder / REALISTIC_FILE)
+        run.finish(phase, steps=done, wall_s=round(time.time() - t0))
+        return True
     if phase.kind == "coarse":
         from .train import select_coarse_codes
 
@@ -328,6 +352,12 @@ def run_phase(run: Run, phase: Phase) -> bool:
         from .training_cli import export_model
 
         export_model(weights, run.cfg, report, folder)
+        realistic = [p for p in run.recipe.phases if p.kind == "realistic" and run.state.get(p.name, {}).get("done")]
+        if realistic:   # the realistic decoder's own file, beside model.safetensors (whose hash files carry)
+            import shutil
+
+            from .codec import REALISTIC_FILE
+            shutil.copyfile(run.out / realistic[-1].name / REALISTIC_FILE, folder / REALISTIC_FILE)
         run.finish(phase, wall_s=round(time.time() - t0), folder=str(folder))
         log(f"exported {folder} ({len(weights) / 1e6:.1f} MB)")
         return True

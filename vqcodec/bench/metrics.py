@@ -120,3 +120,21 @@ def msssim_db(value: float) -> float:
     if value is None or math.isnan(value):
         return math.nan
     return math.inf if value >= 1.0 else -10.0 * math.log10(1.0 - value)
+
+
+def detail_power(image, cutoff: float = 1 / 8) -> float:
+    """Fine detail: the power of the image's luma (BT.601 weights) above `cutoff` cycles per pixel of radial
+    frequency, after removing the mean and applying a 2-D Hann window. Compare two images of one size."""
+    a = _as_array(image)
+    y = a[..., 0] if a.shape[2] < 3 else a[..., 0] * 0.299 + a[..., 1] * 0.587 + a[..., 2] * 0.114
+    h, w = y.shape
+    spectrum = np.abs(np.fft.fft2((y - y.mean()) * np.outer(np.hanning(h), np.hanning(w)))) ** 2
+    radius = np.hypot(np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :])
+    return float(spectrum[radius > cutoff].sum())
+
+
+def detail_ratio(decoded, original, cutoff: float = 1 / 8) -> float:
+    """detail_power of the decoded image relative to the original's: 1.0 is as much fine detail as the
+    original, below 1 smoother, above 1 more (noise or invented texture)."""
+    _pair(decoded, original)
+    return detail_power(decoded, cutoff) / detail_power(original, cutoff)

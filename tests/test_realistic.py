@@ -1,0 +1,90 @@
+"""Issue 28: the realistic decoder (a texture head trained against a PatchGAN) and how files reach it."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import vqcodec
+from vqcodec.codec import VQCodec
+from vqcodec.realistic import (PatchDiscriminator, RealisticSettings, TextureHead, adaptive_weight, faithfulness,
+                               hinge_d_loss, load_head, save_head)
+
+
+def test_the_head_starts_as_the_identity_and_keeps_the_size():
+    head = TextureHead(stages=3, channels=8, blocks=2)
+    x = torch.rand(2, 3, 16, 24)
+    assert torch.equal(head(x, torch.tensor([1, 3])), x)
+    torch.nn.init.normal_(head.out.weight, std=0.1)
+    y = head(x, torch.tensor([1, 3]))
+    assert y.shape == x.shape and not torch.equal(y, x)
+
+
+def test_the_patch_discriminator_gives_a_logit_per_patch():
+    assert PatchDiscriminator(8, 3)(torch.rand(2, 3, 128, 128)).shape == (2, 1, 14, 14)
+
+
+def test_hinge_loss_and_adaptive_weight():
+    assert float(hinge_d_loss(torch.full((4,), 2.0), torch.full((4,), -2.0))) == 0.0
+    assert float(hinge_d_loss(torch.zeros(4), torch.zeros(4))) == 1.0
+    w = torch.ones(3, requires_grad=True)
+    rec, gan = (w * 2).sum(), (w * 0.5).sum()
+    assert abs(float(adaptive_weight(rec, gan, w)) - 4.0) < 1e-3   # |grad rec| / |grad gan|
+
+
+def test_faithfulness_lets_texture_move_but_not_colour():
+    x = torch.full((1, 3, 16, 16), 0.5)
+    texture = x + 0.1 * torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(8, 8)   # zero mean in every 4x4 block
+    shifted = x + 0.1
+    assert float(faithfulness(texture, x, 4, 1.0)) == pytest.approx(0.1)        # L1 alone
+    assert float(faithfulness(shifted, x, 4, 1.0)) == pytest.approx(0.1 + 100 * 0.01)
+
+
+def test_the_head_round_trips_through_its_16_bit_file(tmp_path):
+    head = TextureHead(stages=4, channels=8, blocks=1)
+    torch.nn.init.normal_(head.out.weight, std=0.1)
+    save_head(head, RealisticSettings(channels=8, blocks=1, max_quality=3), tmp_path / "realistic.safetensors")
+    back, config = load_head(tmp_path / "realistic.safetensors", 4)
+    assert config == {"channels": 8, "blocks": 1, "max_quality": 3}
+    for k, v in head.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v.half().float()), k
+
+
+@pytest.fixture
+def model_with_head(tmp_path, tiny_model_dir):
+    folder = tmp_path / "tiny-test"
+    shutil.copytree(tiny_model_dir, folder)
+    head = TextureHead(stages=3, channels=8, blocks=1)
+    torch.nn.init.normal_(head.out.weight, std=0.05)
+    save_head(head, {"channels": 8, "blocks": 1, "max_quality": 2}, folder / "realistic.safetensors")
+    return folder
+
+
+def test_a_model_folder_with_a_head_offers_two_decoders(model_with_head, tiny_model_dir, photo_like):
+    codec = VQCodec.load(model_with_head)
+    assert codec.decoders == ("fidelity", "realistic") and VQCodec.load(tiny_model_dir).decoders == ("fidelity",)
+    data = codec.compress(photo_like, 1)
+    fid = np.asarray(codec.decompress(data))
+    real = np.asarray(codec.decompress(data, decoder="realistic"))
+    assert real.shape == fid.shape and (real != fid).any()
+    high = codec.compress(photo_like, 3)      # 3 stages: above the head's max_quality 2, the fidelity image
+    assert np.array_equal(np.asarray(codec.decompress(high, decoder="realistic")), np.asarray(codec.decompress(high)))
+    with pytest.raises(ValueError, match="has no realistic decoder"):
+        VQCodec.load(tiny_model_dir).decompress(data, decoder="realistic")
+    with pytest.raises(ValueError, match="decoder must be one of fidelity, realistic"):
+        codec.decompress(data, decoder="pretty")
+
+
+def test_the_command_line_decoder_option_and_info(run, model_with_head, tiny_model_dir, photo_like, tmp_path):
+    png, vq = tmp_path / "in.png", tmp_path / "in.vq"
+    photo_like.save(png)
+    assert run("compress", png, vq, "-q", 1, "--model", model_with_head).exit_code == 0
+    result = run("decompress", vq, tmp_path / "r.png", "--decoder", "realistic", "--model", model_with_head)
+    assert result.exit_code == 0, result.output
+    result = run("decompress", vq, tmp_path / "s.png", "--decoder", "realistic", "--model", tiny_model_dir)
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: model tiny-test has no realistic decoder (it offers: fidelity)"
+    info = json.loads(run("info", vq, "--json").output)
+    assert info["decoders"] == []            # tiny-test is not an installed model: nothing to offer
+    assert vqcodec.read_decoders("vqf8-v13")[0] == "fidelity" and vqcodec.read_decoders("../etc") == ()
