@@ -9,7 +9,7 @@ import torch
 import vqcodec
 from vqcodec.codec import VQCodec
 from vqcodec.realistic import (PatchDiscriminator, RealisticSettings, TextureHead, adaptive_weight, faithfulness,
-                               hinge_d_loss, load_head, save_head)
+                               head_config, hinge_d_loss, load_head, save_head, serving_range)
 
 
 def test_the_head_starts_as_the_identity_and_keeps_the_size():
@@ -44,11 +44,22 @@ def test_faithfulness_lets_texture_move_but_not_colour():
 def test_the_head_round_trips_through_its_16_bit_file(tmp_path):
     head = TextureHead(stages=4, channels=8, blocks=1)
     torch.nn.init.normal_(head.out.weight, std=0.1)
-    save_head(head, RealisticSettings(channels=8, blocks=1, max_quality=3), tmp_path / "realistic.safetensors")
+    save_head(head, head_config(RealisticSettings(channels=8, blocks=1, max_quality=3)),
+              tmp_path / "realistic.safetensors")
     back, config = load_head(tmp_path / "realistic.safetensors", 4)
     assert config == {"channels": 8, "blocks": 1, "max_quality": 3}
     for k, v in head.state_dict().items():
         assert torch.equal(back.state_dict()[k], v.half().float()), k
+
+
+def test_the_head_serves_the_qualities_where_it_measured_well():
+    st = RealisticSettings(max_quality=4, max_detail=1.25, max_psnr_drop=3.0)
+    row = lambda drop, detail: {"psnr_fidelity": 25.0, "psnr_realistic": 25.0 - drop, "detail_realistic": detail}
+    scores = {"q1": row(0.5, 0.3), "q2": row(1.0, 0.8), "q3": row(2.0, 1.1), "q4": row(2.5, 1.6)}
+    assert serving_range(scores, st) == 3                       # q4 draws more texture than the photo has
+    assert serving_range({**scores, "q2": row(3.5, 0.8)}, st) == 1
+    assert serving_range({"q1": row(4.0, 0.3)}, st) == 0
+    assert head_config(st, 3)["max_quality"] == 3 and head_config(st)["max_quality"] == 4
 
 
 @pytest.fixture

@@ -127,6 +127,14 @@ def test_a_done_phase_with_other_settings_is_refused(tiny):
     res = CliRunner().invoke(cli, ["train", "--recipe", str(path), "--out", str(out)])
     assert res.exit_code == 1
     assert "phase 'autoencoder' is done" in res.output and "use another --out" in res.output
+    # a setting added to the phase since it ran, at its default, is the same settings: the phase stays done
+    state = json.loads((out / "phases.json").read_text())
+    del state["autoencoder"]["settings"]["refine_share"]
+    (out / "phases.json").write_text(json.dumps(state))
+    recipe["phases"] = [TINY_PHASES[0]]
+    path.write_text(json.dumps(recipe))
+    res = CliRunner().invoke(cli, ["train", "--recipe", str(path), "--out", str(out)])
+    assert res.exit_code == 0 and ": done" in res.output, res.output
 
 
 @pytest.mark.parametrize("change, message", [

@@ -98,7 +98,12 @@ class RealisticSettings:
     batch_size: int = 8
     lr: float = 2e-4
     disc_lr: float = 2e-4
-    max_quality: int = 6            # trained for (and used at) qualities 1..max_quality; above: fidelity
+    max_quality: int = 6            # trained on qualities 1..max_quality
+    # served (decompress uses the head) at the qualities 1..q up to which, on the held-out crops after training,
+    # the head's median detail ratio stays at most max_detail and its PSNR at most max_psnr_drop dB below the
+    # fidelity decoder's; above q, the fidelity image
+    max_detail: float = 1.25
+    max_psnr_drop: float = 3.0
     qualities_per_crop: int = 2
     gan_weight: float = 0.5         # times the adaptive weight
     disc_warmup: int = 300          # steps of the faithfulness term alone while the discriminator learns
@@ -112,8 +117,23 @@ class RealisticSettings:
     init_from: str | None = None    # a trained model whose autoencoder to use, instead of the run's
 
 
-def head_config(st: RealisticSettings) -> dict:
-    return {"channels": st.channels, "blocks": st.blocks, "max_quality": st.max_quality}
+def head_config(st: RealisticSettings, serve_up_to: int | None = None) -> dict:
+    """The head's file config: its shape, and the highest quality it serves ("max_quality")."""
+    return {"channels": st.channels, "blocks": st.blocks,
+            "max_quality": st.max_quality if serve_up_to is None else serve_up_to}
+
+
+def serving_range(scores: dict, st: RealisticSettings) -> int:
+    """evaluate()'s scores at qualities 1..max_quality -> the highest q such that every quality up to q has its
+    detail ratio <= max_detail and its PSNR drop <= max_psnr_drop (0: none)."""
+    served = 0
+    for q in range(1, st.max_quality + 1):
+        row = scores.get(f"q{q}")
+        if row is None or row["detail_realistic"] > st.max_detail or \
+                row["psnr_fidelity"] - row["psnr_realistic"] > st.max_psnr_drop:
+            break
+        served = q
+    return served
 
 
 @torch.no_grad()
@@ -252,11 +272,10 @@ def train_realistic(model, coarse_codes, crops: torch.Tensor, st: RealisticSetti
     return head.eval(), done
 
 
-def save_head(head: TextureHead, st_or_config, path: Path) -> None:
-    """The head's weights in 16 bits, with its config, as a safetensors file (no pickle)."""
+def save_head(head: TextureHead, config: dict, path: Path) -> None:
+    """The head's weights in 16 bits, with its config (head_config), as a safetensors file (no pickle)."""
     from safetensors.torch import save_file
 
-    config = st_or_config if isinstance(st_or_config, dict) else head_config(st_or_config)
     tensors = {k: v.detach().cpu().half().contiguous() for k, v in head.state_dict().items()}
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata={"config": json.dumps(config)})

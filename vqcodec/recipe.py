@@ -180,7 +180,11 @@ class Run:
         entry = self.state.get(phase.name)
         if entry is None or not entry.get("done"):
             return False
-        if entry.get("settings") != settings_dict(phase.settings):
+        try:   # compared as settings, so that a setting added since, at its default, is the same
+            same = settings_from_dict(type(phase.settings), entry.get("settings") or {}, phase.name) == phase.settings
+        except (TypeError, ValueError):
+            same = False
+        if not same:
             raise ValueError(f"phase {phase.name!r} is done in {self.out} with other settings "
                              f"({entry.get('settings')}); use another --out")
         return True
@@ -270,7 +274,7 @@ def run_phase(run: Run, phase: Phase) -> bool:
     if phase.kind == "realistic":
         from .data import CropSampler
         from .codec import REALISTIC_FILE
-        from .realistic import save_head, train_realistic
+        from .realistic import evaluate, head_config, save_head, serving_range, train_realistic
 
         if s.init_from is not None:
             from .codec import load_codec
@@ -286,8 +290,13 @@ def run_phase(run: Run, phase: Phase) -> bool:
                                      stop_at=run.stop_at)
         if done < s.steps:
             return False
-        save_head(head, s, folder / REALISTIC_FILE)
-        run.finish(phase, steps=done, wall_s=round(time.time() - t0))
+        scores, served = {}, s.max_quality
+        if run.val() is not None:   # where the head serves, chosen on the held-out crops
+            scores = evaluate(head, ae.cpu().eval(), codes, run.val(), range(1, s.max_quality + 1))
+            served = serving_range(scores, s)
+            log(f"realistic decoder: served at qualities 1..{served} of 1..{s.max_quality} ({json.dumps(scores)})")
+        save_head(head, head_config(s, served), folder / REALISTIC_FILE)
+        run.finish(phase, steps=done, wall_s=round(time.time() - t0), served_up_to=served, held_out=scores)
         return True
     if phase.kind == "coarse":
         from .train import select_coarse_codes
