@@ -292,3 +292,20 @@ def test_the_progress_bar_stays_out_of_logs(dataset, tmp_path):
                                         "--out", str(tmp_path / "log")])
     assert result.exit_code == 0, result.output
     assert "it/s" not in result.output and "img/s" not in result.output and "\r" not in result.output
+
+
+@pytest.mark.parametrize("name, module", [("hevc", "pillow_heif"), ("jxl", "pillow_jxl")])
+def test_the_optional_anchors_round_trip_or_say_what_to_install(name, module, monkeypatch):
+    import sys
+
+    if writable(name):
+        codec = make_codec(name)
+        image = synthetic(3)
+        low, high = (codec.encode(image, q) for q in (codec.qualities[0], codec.qualities[-1]))
+        assert len(low) < len(high)
+        err = [np.abs(np.asarray(codec.decode(d), float) - np.asarray(image, float)).mean() for d in (low, high)]
+        assert codec.decode(high).size == image.size and codec.decode(high).mode == "RGB"
+        assert err[1] < err[0] and err[1] < 10, err
+    monkeypatch.setitem(sys.modules, module, None)     # as if the plugin were not installed
+    with pytest.raises(ValueError, match=rf"pip install 'vqcodec\[anchors\]' \(or leave {name} out of --codecs\)"):
+        make_codec(name)

@@ -568,7 +568,9 @@ def image_bytes(image, fmt: str, say) -> bytes:
                    "[default: no limit]")
 @click.option("--decoder", type=click.Choice(["fidelity", "realistic"]), default="fidelity", show_default=True,
               help="realistic: the model's second decoder, trained adversarially to draw plausible texture at low "
-                   "qualities (less like the photo pixel by pixel; `vqcodec info` lists a model's decoders).")
+                   "qualities (less like the photo pixel by pixel; above the qualities it serves, and on images "
+                   "that --detail sample filled past them, the fidelity image; `vqcodec info` lists a model's "
+                   "decoders).")
 @click.option("--detail", type=click.Choice(["coded", "sample"]), default="coded", show_default=True,
               help="sample: draw the residual stages the file does not code from the model's prior, given those it "
                    "codes (more texture, not the photo's own; see --seed).")

@@ -91,6 +91,52 @@ class JPEG2000(Codec):
                      irreversible=True, mct=1, no_jp2=True)
 
 
+class HEVC(Codec):
+    """HEVC intra (x265, decoded by libde265) in a HEIF file, 4:4:4, through the pillow-heif plugin: the
+    anchor of phones and of the HEIF format. `pip install 'vqcodec[anchors]'`."""
+
+    pillow_format = "HEIF"
+    name = "hevc"
+    qualities = [5, 15, 25, 35, 45, 55, 65, 75, 85, 92]
+    settings = f"pillow-heif/x265, 4:4:4, quality {qualities}"
+
+    def __init__(self):
+        _plugin("pillow_heif", "hevc")
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+
+    def encode(self, image, quality):
+        return _save(image, format=self.pillow_format, quality=int(quality), chroma=444)
+
+
+class JPEGXL(Codec):
+    """JPEG XL (libjxl, VarDCT) through the pillow-jxl-plugin, effort 7, its default (which tunes for the eye,
+    not for PSNR). `pip install 'vqcodec[anchors]'`."""
+
+    pillow_format = "JXL"
+    name = "jxl"
+    qualities = [5, 15, 25, 35, 45, 55, 65, 75, 85, 92]
+    settings = f"pillow-jxl-plugin/libjxl, effort=7, quality {qualities}"
+
+    def __init__(self):
+        _plugin("pillow_jxl", "jxl")
+
+    def encode(self, image, quality):
+        return _save(image, format=self.pillow_format, quality=int(quality), effort=7)
+
+
+def _plugin(module: str, codec: str) -> None:
+    """Import an optional Pillow plugin (it registers its format), or refuse with what to install."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise ValueError(f"{codec} needs the {module.replace('_', '-')} plugin: pip install 'vqcodec[anchors]' "
+                         f"(or leave {codec} out of --codecs)") from None
+
+
 class VQCodecAdapter(Codec):
     """Adapter for our codec (vqcodec.codec). Loads the model (timed as `model_load_s`), synchronizes
     CUDA around every call so wall times are honest, and exposes the core's per-call time split."""
@@ -168,6 +214,8 @@ CODECS = {
     "webp": lambda device, model: WebP(),
     "avif": lambda device, model: AVIF(),
     "jpeg2000": lambda device, model: JPEG2000(),
+    "hevc": lambda device, model: HEVC(),        # optional: pip install 'vqcodec[anchors]'
+    "jxl": lambda device, model: JPEGXL(),       # optional: pip install 'vqcodec[anchors]'
 }
 DEFAULT_CODECS = ("vqcodec", "jpeg", "webp", "avif", "jpeg2000")
 
