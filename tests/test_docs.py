@@ -7,6 +7,8 @@ JSON's value formatted with two decimals. Three kinds of table are known, by the
   quality                     rate-distortion points of `vqcodec bench`'s results.json (bpp, PSNR, MS-SSIM)
   BD-rate of vqcodec against  BD-rates of that results.json (Pillow anchors and published curves)
   kodim23, quality 12         benchmarks/speed.py's JSON (whole process, in-process, and the in-process split)
+  low rates                   experiments/detail_sample.py's JSON: per quality, the medians of each decoder's
+                              image (fidelity, realistic) and of --detail sample's (filled to all stages)
 
 No model is loaded: this test reads text and JSON only.
 """
@@ -117,6 +119,32 @@ def check_speed(speed: dict, rows: list[list[str]], where: str) -> int:
     return checked
 
 
+LOW_RATE_COLUMNS = {"PSNR": "psnr", "detail": "detail", "MS-SSIM": "ms_ssim"}
+
+
+def check_low_rates(data: dict, rows: list[list[str]], where: str) -> int:
+    """Columns "bpp", or "<PSNR|detail|MS-SSIM> <fidelity|realistic|drawn>"; rows "quality N"."""
+    header, *body = rows
+    full = max(r["stages"] for r in data["summary"])
+    checked = 0
+    for label, *cells in body:
+        q = int(label.split()[-1])
+        for column, cell in zip(header[1:], cells):
+            if column == "bpp":
+                entry, key = next(r for r in data["summary"] if r["quality"] == q), "bpp"
+            else:
+                metric, kind = column.split()
+                stages = full if kind == "drawn" else None
+                decoder = "fidelity" if kind == "drawn" else kind
+                entry = next(r for r in data["summary"] if r["quality"] == q and r["decoder"] == decoder and
+                             r["stages"] == (stages or r["coded_stages"]))
+                key = LOW_RATE_COLUMNS[metric]
+            want = printed(entry[key], cell)
+            assert cell == want, f"{where}: {label}, {column} is {cell}, the file says {want}"
+            checked += 1
+    return checked
+
+
 @pytest.mark.parametrize("doc", ["README.md", "model card"])
 def test_checked_tables_match_their_result_files(doc):
     path = ROOT / "README.md" if doc == "README.md" else model_card()
@@ -133,6 +161,8 @@ def test_checked_tables_match_their_result_files(doc):
             n = check_bd_rates(data, rows, where)
         elif first.startswith("kodim23"):
             n = check_speed(data, rows, where)
+        elif first == "low rates":
+            n = check_low_rates(data, rows, where)
         else:
             raise AssertionError(f"{where}: no rule for a table whose header starts with {first!r}")
         assert n > 0, where
