@@ -9,7 +9,7 @@ import torch
 import vqcodec
 from vqcodec.codec import VQCodec
 from vqcodec.realistic import (PatchDiscriminator, RealisticSettings, TextureHead, adaptive_weight, faithfulness,
-                               head_config, hinge_d_loss, load_head, save_head, serving_range)
+                               head_config, hinge_d_loss, load_head, save_head, serving_qualities)
 
 
 def test_the_head_starts_as_the_identity_and_keeps_the_size():
@@ -47,7 +47,7 @@ def test_the_head_round_trips_through_its_16_bit_file(tmp_path):
     save_head(head, head_config(RealisticSettings(channels=8, blocks=1, max_quality=3)),
               tmp_path / "realistic.safetensors")
     back, config = load_head(tmp_path / "realistic.safetensors", 4)
-    assert config == {"channels": 8, "blocks": 1, "max_quality": 3}
+    assert config == {"channels": 8, "blocks": 1, "qualities": [1, 2, 3]}
     for k, v in head.state_dict().items():
         assert torch.equal(back.state_dict()[k], v.half().float()), k
 
@@ -56,10 +56,10 @@ def test_the_head_serves_the_qualities_where_it_measured_well():
     st = RealisticSettings(max_quality=4, max_detail=1.25, max_psnr_drop=3.0)
     row = lambda drop, detail: {"psnr_fidelity": 25.0, "psnr_realistic": 25.0 - drop, "detail_realistic": detail}
     scores = {"q1": row(0.5, 0.3), "q2": row(1.0, 0.8), "q3": row(2.0, 1.1), "q4": row(2.5, 1.6)}
-    assert serving_range(scores, st) == 3                       # q4 draws more texture than the photo has
-    assert serving_range({**scores, "q2": row(3.5, 0.8)}, st) == 1
-    assert serving_range({"q1": row(4.0, 0.3)}, st) == 0
-    assert head_config(st, 3)["max_quality"] == 3 and head_config(st)["max_quality"] == 4
+    assert serving_qualities(scores, st) == [1, 2, 3]           # q4 draws more texture than the photo has
+    assert serving_qualities({**scores, "q2": row(3.5, 0.8)}, st) == [1, 3]   # q2 costs too much PSNR
+    assert serving_qualities({"q1": row(4.0, 0.3)}, st) == []
+    assert head_config(st, [1, 3])["qualities"] == [1, 3] and head_config(st)["qualities"] == [1, 2, 3, 4]
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def model_with_head(tmp_path, tiny_model_dir):
     shutil.copytree(tiny_model_dir, folder)
     head = TextureHead(stages=3, channels=8, blocks=1)
     torch.nn.init.normal_(head.out.weight, std=0.05)
-    save_head(head, {"channels": 8, "blocks": 1, "max_quality": 2}, folder / "realistic.safetensors")
+    save_head(head, {"channels": 8, "blocks": 1, "qualities": [1]}, folder / "realistic.safetensors")
     return folder
 
 
@@ -79,8 +79,17 @@ def test_a_model_folder_with_a_head_offers_two_decoders(model_with_head, tiny_mo
     fid = np.asarray(codec.decompress(data))
     real = np.asarray(codec.decompress(data, decoder="realistic"))
     assert real.shape == fid.shape and (real != fid).any()
-    high = codec.compress(photo_like, 3)      # 3 stages: above the head's max_quality 2, the fidelity image
+    high = codec.compress(photo_like, 3)      # a quality the head does not serve: the fidelity image
     assert np.array_equal(np.asarray(codec.decompress(high, decoder="realistic")), np.asarray(codec.decompress(high)))
+    # quality 1 decoded from the quality-3 file is served; so is each file of a batch at its own quality
+    low = codec.decompress(high, quality=1, decoder="realistic")
+    assert not np.array_equal(np.asarray(low), np.asarray(codec.decompress(high, quality=1)))
+    both = codec.decompress_batch([data, high], decoder="realistic")
+    assert np.array_equal(np.asarray(both[0]), real) and np.array_equal(np.asarray(both[1]),
+                                                                         np.asarray(codec.decompress(high)))
+    # drawn stages past the file's are the fidelity decoder's: the head was trained on coded stage counts
+    drawn = codec.decompress(data, detail="sample", seed=1, decoder="realistic")
+    assert np.array_equal(np.asarray(drawn), np.asarray(codec.decompress(data, detail="sample", seed=1)))
     with pytest.raises(ValueError, match="has no realistic decoder"):
         VQCodec.load(tiny_model_dir).decompress(data, decoder="realistic")
     with pytest.raises(ValueError, match="decoder must be one of fidelity, realistic"):

@@ -70,7 +70,7 @@ def test_a_tiny_recipe_runs_every_phase_and_its_model_round_trips_an_image(tiny,
     assert codec.decoders == ("fidelity", "realistic")
     real = decompress(data, model=model, decoder="realistic")
     assert real.size == image.size and not np.array_equal(np.asarray(real), np.asarray(back))
-    high = codec.compress(image, quality=4)           # above max_quality: the fidelity image
+    high = codec.compress(image, quality=4)           # not trained for (max_quality 2): the fidelity image
     assert np.array_equal(np.asarray(codec.decompress(high, decoder="realistic")), np.asarray(codec.decompress(high)))
     # a rerun skips every phase
     res = CliRunner().invoke(cli, ["train", "--recipe", str(path), "--out", str(out), "--device", "cpu"])

@@ -130,13 +130,13 @@ class VQCodec:
             self._realistic = (head.to(self.device), config)
         return self._realistic
 
-    def _finish_pixels(self, x: torch.Tensor, stages: int, decoder: str) -> torch.Tensor:
-        """The fidelity decoder's image (B, 3, H, W) -> what `decoder` gives: itself, or the realistic decoder's
-        at the qualities it was trained for (stage counts up to its max_quality's; above, the fidelity image)."""
+    def _finish_pixels(self, x: torch.Tensor, stages: int, quality: int, decoder: str) -> torch.Tensor:
+        """The fidelity decoder's image (B, 3, H, W) of `stages` stages, decoded as `quality` -> what `decoder`
+        gives: itself, or the realistic decoder's at the qualities it serves (the fidelity image at others)."""
         if decoder == "fidelity":
             return x
         head, config = self.realistic_head()
-        if stages > self.cfg.quality_plan(config["max_quality"])[0]:
+        if quality not in config["qualities"] or stages != self.cfg.quality_plan(quality)[0]:
             return x
         with torch.no_grad():
             return head(x, torch.full((x.shape[0],), stages, device=x.device)).clamp(0, 1)
@@ -404,24 +404,28 @@ class VQCodec:
             except ValueError as e:
                 raise FormatError(f"corrupt .vq file ({e})") from None
             headers.append(header)
-            extras.append((alpha, meta))
+            extras.append((alpha, meta, header.quality if quality is None else quality))
         images: list[Image.Image] = [None] * len(headers)  # type: ignore[list-item]
         with timer(timings, "network_s"):
             single = [i for i, h in enumerate(headers) if h.num_tiles == 1]
             for members in _same_shape_groups([tuple(indices[i].shape) for i in single]):
                 members = [single[m] for m in members]
                 batch = torch.stack([indices[i] for i in members]).to(self.device).long()
-                x = self._finish_pixels(self.autoencoder.decode_indices(batch), batch.shape[-1], decoder)
+                x = self.autoencoder.decode_indices(batch)
+                if decoder != "fidelity":   # each file at its own quality
+                    x = torch.cat([self._finish_pixels(x[j:j + 1], batch.shape[-1], extras[i][2], decoder)
+                                   for j, i in enumerate(members)])
                 arr = _to_pixels(x)                                                      # (B, H, W, 3)
                 for j, i in enumerate(members):
                     images[i] = from_rgb_array(arr[j], headers[i].width, headers[i].height, headers[i].mode)
             for i, h in enumerate(headers):
                 if images[i] is None:
-                    images[i] = self._decode_tiled(indices[i], h, decoder)
+                    images[i] = self._decode_tiled(indices[i], h, decoder, extras[i][2])
         self.last_timings = timings
-        return [finish(im, alpha, meta) for im, (alpha, meta) in zip(images, extras)]
+        return [finish(im, alpha, meta) for im, (alpha, meta, _) in zip(images, extras)]
 
-    def _decode_tiled(self, indices: torch.Tensor, header: Header, decoder: str = "fidelity") -> Image.Image:
+    def _decode_tiled(self, indices: torch.Tensor, header: Header, decoder: str = "fidelity",
+                      quality: int | None = None) -> Image.Image:
         """indices (h, w, q) -> the image, one tile (with a margin the decoder's field of view needs) at a time."""
         h, w = header.grid
         f = self.cfg.downsampling
@@ -429,7 +433,7 @@ class VQCodec:
         for y0, x0, y1, x1 in header.tiles:
             (a0, b0, a1, b1), (cy, cx) = _with_margin(y0, x0, y1, x1, h, w)
             x = self.autoencoder.decode_indices(indices[None, a0:a1, b0:b1].to(self.device).long())
-            tile = _to_pixels(self._finish_pixels(x, indices.shape[-1], decoder))[0][cy * f:(cy + y1 - y0) * f, cx * f:(cx + x1 - x0) * f]   # (th*f, tw*f, 3)
+            tile = _to_pixels(self._finish_pixels(x, indices.shape[-1], quality, decoder))[0][cy * f:(cy + y1 - y0) * f, cx * f:(cx + x1 - x0) * f]   # (th*f, tw*f, 3)
             py, px = y0 * f, x0 * f
             tile = tile[:header.height - py, :header.width - px]
             out.paste(from_rgb_array(tile, tile.shape[1], tile.shape[0], header.mode), (px, py))

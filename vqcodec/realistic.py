@@ -9,8 +9,8 @@ trained with
   faithfulness term's;
 - faithfulness with no pretrained network (no LPIPS or VGG here): L1 on pixels, and squared error of 4x4 block
   means (the colours and smooth shading must stay the photo's; the texture inside a block is free).
-It is trained on the indices the codec writes, at the qualities it serves (1..max_quality), so files do not
-change: any .vq file decodes either way.
+It is trained on the indices the codec writes, at qualities 1..max_quality, and serves those where it measured
+well on the held-out photos; files do not change: any .vq file decodes either way.
 """
 from __future__ import annotations
 
@@ -99,9 +99,9 @@ class RealisticSettings:
     lr: float = 2e-4
     disc_lr: float = 2e-4
     max_quality: int = 6            # trained on qualities 1..max_quality
-    # served (decompress uses the head) at the qualities 1..q up to which, on the held-out crops after training,
-    # the head's median detail ratio stays at most max_detail and its PSNR at most max_psnr_drop dB below the
-    # fidelity decoder's; above q, the fidelity image
+    # served (decompress uses the head) at each quality at which, on the held-out crops after training, the
+    # head's median detail ratio is at most max_detail and its PSNR at most max_psnr_drop dB below the fidelity
+    # decoder's; at the others, the fidelity image
     max_detail: float = 1.25
     max_psnr_drop: float = 3.0
     qualities_per_crop: int = 2
@@ -117,23 +117,18 @@ class RealisticSettings:
     init_from: str | None = None    # a trained model whose autoencoder to use, instead of the run's
 
 
-def head_config(st: RealisticSettings, serve_up_to: int | None = None) -> dict:
-    """The head's file config: its shape, and the highest quality it serves ("max_quality")."""
+def head_config(st: RealisticSettings, qualities: list[int] | None = None) -> dict:
+    """The head's file config: its shape, and the qualities it serves (None: all it was trained on)."""
     return {"channels": st.channels, "blocks": st.blocks,
-            "max_quality": st.max_quality if serve_up_to is None else serve_up_to}
+            "qualities": list(range(1, st.max_quality + 1)) if qualities is None else list(qualities)}
 
 
-def serving_range(scores: dict, st: RealisticSettings) -> int:
-    """evaluate()'s scores at qualities 1..max_quality -> the highest q such that every quality up to q has its
-    detail ratio <= max_detail and its PSNR drop <= max_psnr_drop (0: none)."""
-    served = 0
-    for q in range(1, st.max_quality + 1):
-        row = scores.get(f"q{q}")
-        if row is None or row["detail_realistic"] > st.max_detail or \
-                row["psnr_fidelity"] - row["psnr_realistic"] > st.max_psnr_drop:
-            break
-        served = q
-    return served
+def serving_qualities(scores: dict, st: RealisticSettings) -> list[int]:
+    """evaluate()'s scores at qualities 1..max_quality -> those whose detail ratio is <= max_detail and whose
+    PSNR drop is <= max_psnr_drop."""
+    return [q for q in range(1, st.max_quality + 1) if f"q{q}" in scores
+            and scores[f"q{q}"]["detail_realistic"] <= st.max_detail
+            and scores[f"q{q}"]["psnr_fidelity"] - scores[f"q{q}"]["psnr_realistic"] <= st.max_psnr_drop]
 
 
 @torch.no_grad()

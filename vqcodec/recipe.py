@@ -274,7 +274,7 @@ def run_phase(run: Run, phase: Phase) -> bool:
     if phase.kind == "realistic":
         from .data import CropSampler
         from .codec import REALISTIC_FILE
-        from .realistic import evaluate, head_config, save_head, serving_range, train_realistic
+        from .realistic import evaluate, head_config, save_head, serving_qualities, train_realistic
 
         if s.init_from is not None:
             from .codec import load_codec
@@ -290,13 +290,14 @@ def run_phase(run: Run, phase: Phase) -> bool:
                                      stop_at=run.stop_at)
         if done < s.steps:
             return False
-        scores, served = {}, s.max_quality
+        scores, served = {}, None
         if run.val() is not None:   # where the head serves, chosen on the held-out crops
             scores = evaluate(head, ae.cpu().eval(), codes, run.val(), range(1, s.max_quality + 1))
-            served = serving_range(scores, s)
-            log(f"realistic decoder: served at qualities 1..{served} of 1..{s.max_quality} ({json.dumps(scores)})")
-        save_head(head, head_config(s, served), folder / REALISTIC_FILE)
-        run.finish(phase, steps=done, wall_s=round(time.time() - t0), served_up_to=served, held_out=scores)
+            served = serving_qualities(scores, s)
+            log(f"realistic decoder: serves qualities {served} of 1..{s.max_quality} ({json.dumps(scores)})")
+        config = head_config(s, served)
+        save_head(head, config, folder / REALISTIC_FILE)
+        run.finish(phase, steps=done, wall_s=round(time.time() - t0), qualities=config["qualities"], held_out=scores)
         return True
     if phase.kind == "coarse":
         from .train import select_coarse_codes
