@@ -88,6 +88,25 @@ def test_installed_command_works_from_any_folder(tmp_path):
     assert Image.open(tmp_path / "back.png").size == (96, 64)
     r = run("decompress", "photo.png", "x.png")
     assert r.returncode == 1 and r.stderr.strip() == "Error: not a .vq file (bad magic bytes)"
+    # the realistic decoder is packaged too, and `info` finds it without loading weights
+    r = run("decompress", "photo.vq", "real.png", "--decoder", "realistic")
+    assert r.returncode == 0, r.stderr
+    assert "decoders: fidelity, realistic" in run("info", "photo.vq").stdout
+
+
+def test_the_shipped_realistic_decoder_gives_detail_back_where_it_serves(codec, photo):
+    from vqcodec.bench.metrics import detail_ratio
+
+    assert codec.decoders == ("fidelity", "realistic")
+    served = codec.realistic_head()[1]["qualities"]
+    crop = photo.crop((0, 0, 256, 256))
+    for q in (1, 3):
+        data = codec.compress(crop, q)
+        fid, real = codec.decompress(data), codec.decompress(data, decoder="realistic")
+        if q in served:
+            assert detail_ratio(real, crop) > 2 * detail_ratio(fid, crop) and psnr(real, crop) > psnr(fid, crop) - 3.5
+        else:
+            assert np.array_equal(np.asarray(real), np.asarray(fid))
 
 
 # Committed format-2 files of the default model (kodim23 crop): quality 3 (stage 0 alone) and quality 6 (four
