@@ -35,7 +35,7 @@ DEFAULT_MODEL = "vqf8-v13"
 DETAIL_CHOICES = ("coded", "sample")   # decompress(detail=): what the file codes, or its missing stages drawn
 DEFAULT_DETAIL_STAGES = 10             # detail="sample" fills the file up to this many stages
 DECODER_CHOICES = ("fidelity", "realistic")   # decompress(decoder=): the model's decoder, or its realistic one
-REALISTIC_FILE = "realistic.safetensors"      # beside model.safetensors (vqcodec.realistic.REALISTIC_FILE)
+REALISTIC_FILE = "realistic.safetensors"      # the realistic decoder's weights, beside model.safetensors
 
 
 class ModelMismatchError(ValueError):
@@ -236,7 +236,7 @@ class VQCodec:
         detail: "coded" (what the file codes) or "sample": the residual stages the file does not code, up to
         detail_stages (None: DEFAULT_DETAIL_STAGES), drawn from the prior given the coded ones, with `seed`.
         decoder: "fidelity" (the model's decoder) or "realistic" (its texture head, trained adversarially, where
-        the model folder has one; at qualities above those it was trained for, the fidelity image)."""
+        the model folder has one; at the qualities it does not serve, the fidelity image)."""
         return self.decompress_batch([data], quality, max_pixels, max_work, detail, seed, detail_stages, decoder)[0]
 
     def _out_of_memory(self, error: BaseException, what: str) -> None:
