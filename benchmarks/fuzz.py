@@ -98,7 +98,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from vqcodec import container  # noqa: E402  (no torch)
-from vqcodec.container import MAGIC  # noqa: E402
+from vqcodec.container import FORMAT_VERSION, MAGIC  # noqa: E402
 from vqcodec.images import pack_alpha  # noqa: E402  (no torch)
 
 SEED_STRIDE = 10 ** 7            # case k of --seed S: S * SEED_STRIDE + k
@@ -1587,7 +1587,7 @@ def fuzz(codec, corpus, cases: int, seed: int = 0, time_limit: float = 2.0, memo
 def bomb_44() -> bytes:
     """The "44-byte bomb" of issue 9: a header that claims 16384 x 16384 (one stage, tile 128) with a valid CRC
     and nothing after it: 41 bytes with the 7-letter name vqf8-v3, as in tests/test_format.py."""
-    head = MAGIC + bytes([2, 0, 7]) + b"vqf8-v3" + bytes(8) + struct.pack("<IIBBBBBH", 16384, 16384, 0, 8, 3, 1, 3, 128)
+    head = MAGIC + bytes([FORMAT_VERSION, 0, 7]) + b"vqf8-v3" + bytes(8) + struct.pack("<IIBBBBBH", 16384, 16384, 0, 8, 3, 1, 3, 128)
     return head + struct.pack("<I", zlib.crc32(head))
 
 

@@ -89,7 +89,7 @@ def main():
                 _, fbits = model.refine(r, zq, lv - s, bs, noise=False)
                 mean, table = rint.mean_table(zin, b, k)
                 q = rint.quantize(r, mean, table, k)
-                ibits = rint.bits(q, table)
+                ibits = rint.table_set.bits(q.numpy().ravel(), table.numpy().ravel())
                 r_hat = rint.dequantize(q, mean, k)
                 clamp_share = float((q.abs() == torch.from_numpy(rint.halves)[table]).float().mean())
                 zr = torch.cat([zq + r_hat[:, :d], r_hat[:, d:]], 1)

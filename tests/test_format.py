@@ -1,4 +1,4 @@
-"""The .vq container (format version 2): round trip, golden bytes, and every kind of bad file."""
+"""The .vq container (format version 3): round trip, golden bytes, and every kind of bad file."""
 import struct
 import zlib
 
@@ -28,18 +28,18 @@ def test_round_trip_with_every_section():
 
 
 def test_golden_bytes():
-    """Pins the header layout of format version 2 (docs/format.md). Change only with a version bump."""
+    """Pins the header layout of format version 3 (docs/format.md). Change only with a version bump."""
     data = build()
     fixed = struct.pack("<IIBBBBBH", 20, 12, 0, 8, 4, 2, 3, 32)
-    head = b"VQIM" + bytes([2, 0, 7]) + b"vqf8-v3" + bytes(range(8)) + fixed
+    head = b"VQIM" + bytes([3, 0, 7]) + b"vqf8-v3" + bytes(range(8)) + fixed
     head += bytes([1, 2]) + struct.pack("<II", zlib.crc32(STREAMS[0][0]), zlib.crc32(STREAMS[1][0]))
     assert data == head + struct.pack("<I", zlib.crc32(head)) + bytes(range(12))
     assert data.hex() == GOLDEN_HEX
 
 
 GOLDEN_HEX = (
-    "5651494d020007767166382d76330001020304050607140000000c0000000008040203200001021386b98b5be371708a"
-    "c4f63b000102030405060708090a0b"
+    "5651494d030007767166382d76330001020304050607140000000c0000000008040203200001021386b98b5be37170"
+    "7132e57c000102030405060708090a0b"
 )
 
 
@@ -79,9 +79,10 @@ def test_every_single_bit_flip_is_refused():
     (b"\x89PNG\r\n\x1a\n" + bytes(40), "not a .vq file"),
     (b"", "not a .vq file"),
     (b"VQIM", "truncated"),
-    (b"VQIM" + bytes([FORMAT_VERSION + 1, 0, 7]) + bytes(60), "unsupported .vq format version 3"),
+    (b"VQIM" + bytes([FORMAT_VERSION + 1, 0, 7]) + bytes(60), "unsupported .vq format version 4"),
+    (b"VQIM" + bytes([2, 0, 7]) + bytes(60), r"format version 2, which vqcodec 0\.13 reads"),
     (b"VQIM" + bytes([1, 0, 7]) + bytes(60), "format version 1, which vqcodec 0.1.x reads"),
-    (b"VQIM" + bytes([2, 4, 7]) + bytes(60), "unsupported .vq flags"),
+    (b"VQIM" + bytes([FORMAT_VERSION, 8, 7]) + bytes(60), "unsupported .vq flags"),
 ])
 def test_foreign_old_and_future_files(data, message):
     with pytest.raises(FormatError, match=message):
@@ -119,7 +120,7 @@ def _recrc(data: bytearray, header_len: int) -> bytes:
 
 def test_the_44_byte_bomb_is_refused_at_once():
     """Regression (issue 9, item 1): a valid header claiming 16384 x 16384 with no payload."""
-    head = (b"VQIM" + bytes([2, 0, 7]) + b"vqf8-v3" + bytes(8)
+    head = (b"VQIM" + bytes([FORMAT_VERSION, 0, 7]) + b"vqf8-v3" + bytes(8)
             + struct.pack("<IIBBBBBH", 16384, 16384, 0, 8, 3, 1, 3, 128))
     data = head + struct.pack("<I", zlib.crc32(head))
     with pytest.raises(TruncatedError, match="header incomplete"):

@@ -109,7 +109,7 @@ def test_the_shipped_realistic_decoder_gives_detail_back_where_it_serves(codec, 
             assert np.array_equal(np.asarray(real), np.asarray(fid))
 
 
-# Committed format-2 files of the default model (kodim23 crop): quality 3 (stage 0 alone) and quality 6 (four
+# Committed format-3 files of the default model (kodim23 crop): quality 3 (stage 0 alone) and quality 6 (four
 # stages, so the entropy-constrained stages' statistics are pinned too). Regenerate on purpose only. vqf8-v7 to
 # vqf8-v13 kept vqf8-v6's encoder and codebooks, so quality 3 has the same index hash as vqf8-v6's file had;
 # vqf8-v13's code costs are vqf8-v12's times 0.7, so its deeper stages choose other indices.
@@ -148,12 +148,22 @@ def test_a_format_1_file_gets_a_clear_error():
                                            ("vqf8-v7", "0.7.0"), ("vqf8-v8", "0.8.0"), ("vqf8-v9", "0.9.0"),
                                            ("vqf8-v10", "0.10.0"), ("vqf8-v11", "0.11.0"), ("vqf8-v12", "0.12.0")])
 def test_a_file_of_a_retired_model_names_the_version_that_reads_it(model, version):
-    """vqf8-v3 shipped with vqcodec 0.2, v4 last with 0.4, v5 with 0.5, v6 with 0.6, v7 with 0.7, v8 with 0.8, v9 with 0.9, v10 with 0.10, v11 with 0.11, v12 with 0.12 (format 2): a clear error, not a guess."""
+    """vqf8-v3 shipped with vqcodec 0.2, v4 last with 0.4, v5 with 0.5, v6 with 0.6, v7 with 0.7, v8 with 0.8, v9 with 0.9, v10 with 0.10, v11 with 0.11, v12 with 0.12. Their files are format 2, which this vqcodec refuses by
+    its version first; the same file in format 3 (the version byte and header CRC rewritten) names the release."""
     import re
+    import struct
+    import zlib
 
     import vqcodec
+    from vqcodec import container
 
     data = (ROOT / "tests" / "golden" / f"{model}_kodim23_crop_q3_retired.vq").read_bytes()
+    with pytest.raises(ValueError, match=r"format version 2, which vqcodec 0\.13 reads"):
+        vqcodec.decompress(data)
+    end = 7 + data[6] + 8 + 15 + 1 + 4 + 4      # one stage of one tile, no sections: header length
+    head = bytearray(data[:end - 4])
+    head[4] = container.FORMAT_VERSION
+    data = bytes(head) + struct.pack("<I", zlib.crc32(bytes(head))) + data[end:]
     assert vqcodec.read_info(data).model_name == model
     v = re.escape(version)
     with pytest.raises(ValueError, match=rf"needs model {model}, which this vqcodec no longer ships; "

@@ -242,8 +242,19 @@ class VQAutoencoder(nn.Module):
         return self.rvq.encode(self._flatten(z), num_stages, first_codes, beam).reshape(b, h, w, num_stages)
 
     @torch.no_grad()
-    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
-        """indices: (B, h, w, q) -> image (B, 3, h*f, w*f), clamped to [0, 1]."""
+    def encode_latent(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> all the encoder's values (B, D + R, h, w): the quantized ones, then the refined ones."""
+        return self.encoder(x)
+
+    @torch.no_grad()
+    def decode_indices(self, indices: torch.Tensor, refined: torch.Tensor | None = None, level: int = 0) -> torch.Tensor:
+        """indices: (B, h, w, q) -> image (B, 3, h*f, w*f), clamped to [0, 1]. refined: (B, D + R, h, w), the
+        values of refinement level `level` on these q stages (the D values' residual, then the R others)."""
         b, h, w, q = indices.shape
-        v = self.rvq.decode(indices.reshape(-1, q))
-        return self.decode(self._unflatten(v, b, h, w), q).clamp(0, 1)
+        z = self._unflatten(self.rvq.decode(indices.reshape(-1, q)), b, h, w)
+        if refined is None:
+            return self.decode(z, q).clamp(0, 1)
+        d = self.cfg.latent_dim
+        refined = refined.to(z.dtype)
+        z = torch.cat([z + refined[:, :d], refined[:, d:]], 1)
+        return self.decode(z, self.cfg.decoder_level(level, q)).clamp(0, 1)

@@ -22,11 +22,12 @@ from . import container
 from .autoencoder import VQAutoencoder
 from .config import ModelConfig
 from .container import FormatError, Header, TruncatedError
-from .coding import CoarseAlphabet, IndexCoder, timer
+from .coding import CoarseAlphabet, IndexCoder, RefinementCoder, timer
 from . import DEFAULT_EFFORT, DEFAULT_MAX_PIXELS, EFFORT_BEAMS
 from .images import (check_pixels, finish, from_rgb_array, pack_alpha, pack_metadata,
                      pad_to_multiple, prepare, to_rgb_array, unpack_alpha, unpack_metadata)
 from .prior import IntegerPrior, PriorNet
+from .refine import IntegerRefinement
 from .progress import tick
 
 WEIGHTS_FILE = "model.safetensors"
@@ -36,6 +37,8 @@ DETAIL_CHOICES = ("coded", "sample")   # decompress(detail=): what the file code
 DEFAULT_DETAIL_STAGES = 10             # detail="sample" fills the file up to this many stages
 DECODER_CHOICES = ("fidelity", "realistic")   # decompress(decoder=): the model's decoder, or its realistic one
 REALISTIC_FILE = "realistic.safetensors"      # the realistic decoder's weights, beside model.safetensors
+TRAINING_BUFFERS = ("embed_sum", "cluster_size")   # the codebooks' EMA state: training only, not exported in 16 bits
+FP32_TENSORS = ("codebook", "code_cost")     # stay float32 in a 16-bit export: they choose the indices
 
 
 class ModelMismatchError(ValueError):
@@ -57,14 +60,20 @@ def weights_hash(weights: bytes) -> bytes:
 
 class VQCodec:
     def __init__(self, autoencoder: VQAutoencoder, prior: IntegerPrior, weights: bytes, device: str = "cpu",
-                 coarse_codes: torch.Tensor | None = None):
+                 coarse_codes: torch.Tensor | None = None, refinement: IntegerRefinement | None = None):
         """coarse_codes: stage-0 codes in the order the coarse levels take them (a level of size n
-        uses the first n); needed when the config has coarse_sizes."""
+        uses the first n); needed when the config has coarse_sizes. refinement: the integer refinement, needed
+        when the config has refinement levels (it runs on the CPU)."""
         self.cfg = autoencoder.cfg
         self.device = torch.device(device)
         self.autoencoder = autoencoder.to(self.device).eval()
         self.prior = prior.to(self.device)
         self.coder = IndexCoder(self.prior)
+        if bool(self.cfg.refine_levels) != (refinement is not None):
+            raise ValueError(f"model {self.cfg.name}: its config and weights disagree on the refinement")
+        if refinement is not None and (refinement.dim != self.cfg.total_dim or refinement.levels != self.cfg.refine_levels):
+            raise ValueError(f"model {self.cfg.name}: its refinement tensors do not match its config")
+        self.refiner = None if refinement is None else RefinementCoder(refinement, prior)
         self.coarse_codes = None if coarse_codes is None else coarse_codes.to(torch.int64)
         needed = max(self.cfg.coarse_sizes, default=0)
         if needed and (self.coarse_codes is None or len(self.coarse_codes) < needed):
@@ -77,12 +86,24 @@ class VQCodec:
 
     # --- construction ------------------------------------------------------------------------
     @staticmethod
-    def serialize(autoencoder: VQAutoencoder, prior: IntegerPrior, coarse_codes: torch.Tensor | None = None) -> bytes:
-        tensors = {f"ae.{k}": v.detach().float().cpu().contiguous()
-                   for k, v in autoencoder.state_dict().items() if v.dtype.is_floating_point}
+    def serialize(autoencoder: VQAutoencoder, prior: IntegerPrior, coarse_codes: torch.Tensor | None = None,
+                  refinement: IntegerRefinement | None = None, half: bool = False) -> bytes:
+        """The weights file. half: the networks' weights in float16 (codebooks and code costs stay float32: they
+        choose the indices); training-only buffers (the codebooks' EMA state, the float refinement) left out."""
+        def keep(k: str) -> bool:
+            return not k.startswith("refine.") and not (half and k.split(".")[-1] in TRAINING_BUFFERS)
+
+        def dtype(k: str):
+            return torch.float16 if half and k.split(".")[-1] not in FP32_TENSORS else torch.float32
+        tensors = {f"ae.{k}": v.detach().to(dtype(k)).cpu().contiguous()
+                   for k, v in autoencoder.state_dict().items() if v.dtype.is_floating_point and keep(k)}
         for k, v in prior.tensors().items():
             small = torch.int8 if k.endswith(".weight") else torch.int32
             tensors[f"prior.{k}"] = v.to(small).cpu().contiguous()
+        if refinement is not None:
+            for k, v in refinement.tensors().items():
+                small = torch.int8 if k.endswith(".weight") else torch.int64
+                tensors[f"refine.{k}"] = v.to(small).cpu().contiguous()
         if coarse_codes is not None:
             tensors["coarse.codes"] = coarse_codes.to(torch.int32).cpu().contiguous()
         return save_safetensors(tensors, metadata={"config": json.dumps(autoencoder.cfg.to_dict())})
@@ -97,7 +118,9 @@ class VQCodec:
         for vq in ae.rvq.stages:  # exported codebooks are initialised (bool buffers are not exported)
             vq.initialized.fill_(True)
         prior = IntegerPrior(config, {k[6:]: v for k, v in tensors.items() if k.startswith("prior.")})
-        return cls(ae, prior, weights, device, tensors.get("coarse.codes"))
+        refined = {k[7:]: v for k, v in tensors.items() if k.startswith("refine.")}
+        refinement = IntegerRefinement(refined) if refined else None
+        return cls(ae, prior, weights, device, tensors.get("coarse.codes"), refinement)
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "cpu") -> "VQCodec":
@@ -155,7 +178,15 @@ class VQCodec:
         prior_net = PriorNet(config)
         prior = IntegerPrior.from_float(prior_net, [vq.codebook for vq in ae.rvq.stages])
         coarse = torch.randperm(config.codebook_size)[:max(config.coarse_sizes)] if config.coarse_sizes else None
-        return cls.from_bytes(cls.serialize(ae.eval(), prior, coarse), config, device)
+        refinement = None
+        if config.refine_levels:   # a mean-and-scale network that predicts something, calibrated on random latents
+            from .refine import IntegerRefinement
+            with torch.no_grad():
+                ae.refine.net[-1].weight.normal_(0, 0.05)
+            zq = ae.rvq.decode(ae.rvq.encode(torch.randn(256, config.latent_dim), config.num_stages))
+            refinement = IntegerRefinement.from_float(ae.refine, float(prior_net.input_scale),
+                                                      zq.reshape(1, 16, 16, -1).permute(0, 3, 1, 2))
+        return cls.from_bytes(cls.serialize(ae.eval(), prior, coarse, refinement), config, device)
 
     @property
     def qualities(self) -> list[int]:
@@ -260,6 +291,7 @@ class VQCodec:
     def _compress_batch(self, images, quality, notes, metadata, alpha, max_pixels, beam) -> list[bytes]:
         quality = self.check_quality(quality)
         stages, coarse = self.quality_plan(quality)
+        level = self.cfg.refine_level(quality)
         first_codes = None if coarse is None else coarse.codes.to(self.device)
         timings: dict[str, float] = {}
         prepared, headers, arrays = [], [], []
@@ -268,7 +300,8 @@ class VQCodec:
             if notes is not None:
                 notes.extend(prep.notes)
             header = Header(self.model_name, self.model_hash, prep.image.width, prep.image.height, prep.mode,
-                            quality, stages, self.cfg.downsampling, TILE, prep.depth)
+                            quality, stages, self.cfg.downsampling, TILE, prep.depth, refine_level=level,
+                            refine_values=self.cfg.total_dim if level else 0)
             header.validate()
             arr = to_rgb_array(prep.image)                       # (H, W, 3) uint8
             prep.image = None                                    # only the array is needed from here on
@@ -289,8 +322,12 @@ class VQCodec:
                 if indices[i] is None:
                     indices[i] = self._encode_tiled(arrays[i], h, stages, first_codes, beam)
         files = []
-        for prep, h, idx in zip(prepared, headers, indices):
+        for prep, h, idx, arr in zip(prepared, headers, indices, arrays):
             streams = self.coder.encode(idx, h.tiles, timings, coarse=coarse)
+            if level:
+                with timer(timings, "refine_s"):
+                    r = self._refine_input(arr, h, idx)
+                    streams.append(self.refiner.encode(r, idx, level, h.tiles)[0])
             meta = pack_metadata(prep.metadata)
             alpha_bytes = b"" if prep.alpha is None else pack_alpha(prep.alpha)
             files.append(container.pack(h, meta, alpha_bytes, streams))
@@ -312,6 +349,24 @@ class VQCodec:
             out[y0:y1, x0:x1] = idx[cy:cy + y1 - y0, cx:cx + x1 - x0].cpu().to(torch.int16)
             tick("encoding", header.num_tiles)
         return out
+
+    def _refine_input(self, arr: np.ndarray, header: Header, indices: torch.Tensor) -> torch.Tensor:
+        """(H, W, 3) uint8 (padded if one tile) and its indices (h, w, b) -> the values the refinement codes
+        (D + R, h, w) on the CPU: the D quantized values' residual after the b stages, then the R others. The
+        encoder runs tile by tile (with a margin) as for the indices."""
+        h, w = header.grid
+        f = self.cfg.downsampling
+        z = torch.zeros(self.cfg.total_dim, h, w)
+        for y0, x0, y1, x1 in header.tiles:
+            (a0, b0, a1, b1), (cy, cx) = _with_margin(y0, x0, y1, x1, h, w)
+            piece = pad_to_multiple(arr[a0 * f:a1 * f, b0 * f:b1 * f], f)
+            zt = self.autoencoder.encode_latent(_to_input(piece[None], self.device))[0]
+            z[:, y0:y1, x0:x1] = zt[:, cy:cy + y1 - y0, cx:cx + x1 - x0].float().cpu()
+        b = indices.shape[2]
+        zq = self.autoencoder.rvq.decode(indices.reshape(-1, b).to(self.device).long()).float().cpu()
+        d = self.cfg.latent_dim
+        z[:d] -= zq.reshape(h, w, d).permute(2, 0, 1)
+        return z
 
     def decompress_batch(self, datas, quality: int | None = None,
                          max_pixels: int | None = DEFAULT_MAX_PIXELS, max_work: float | None = None,
@@ -383,11 +438,12 @@ class VQCodec:
             header = self.read_header(data)
             check_pixels(header.width, header.height, max_pixels, "the image in this .vq file")
             stages, coarse = self.decode_plan(header, quality)
+            level = self.cfg.refine_level(header.quality if quality is None else quality)
             work = container.work_per_byte(header, stages)
             if max_work is not None and work > max_work:
                 raise FormatError(f"this .vq file asks for {work:.1f} index positions per coded byte, over the "
                                   f"limit of {max_work:g} (raise it with --max-work / max_work=)")
-            parts = container.sections(data, header, stages)
+            parts = container.sections(data, header, stages, refinement=bool(level))
             try:
                 meta = unpack_metadata(parts.metadata)
             except ValueError as e:
@@ -395,6 +451,13 @@ class VQCodec:
             h, w = header.grid
             # the colour streams first: damaged ones are refused before the alpha plane is inflated
             idx = self.coder.decode(parts.streams, h, w, header.tiles, timings, coarse=coarse, count=header.stages)
+            refined = None
+            if level:
+                if detail_target is not None:
+                    raise ValueError("--detail sample fills in VQ stages; this file codes a refinement level "
+                                     "(decode it as it is, or at a VQ quality with --quality)")
+                with timer(timings, "refine_s"):
+                    refined = self.refiner.decode(parts.refinement, idx, level, header.tiles)
             if detail_target is not None and detail_target > idx.shape[2]:
                 with timer(timings, "sample_s"):
                     idx = self.coder.sample(h, w, detail_target, seed, idx, header.tiles)
@@ -404,10 +467,10 @@ class VQCodec:
             except ValueError as e:
                 raise FormatError(f"corrupt .vq file ({e})") from None
             headers.append(header)
-            extras.append((alpha, meta, header.quality if quality is None else quality))
+            extras.append((alpha, meta, header.quality if quality is None else quality, refined, level))
         images: list[Image.Image] = [None] * len(headers)  # type: ignore[list-item]
         with timer(timings, "network_s"):
-            single = [i for i, h in enumerate(headers) if h.num_tiles == 1]
+            single = [i for i, h in enumerate(headers) if h.num_tiles == 1 and extras[i][3] is None]
             for members in _same_shape_groups([tuple(indices[i].shape) for i in single]):
                 members = [single[m] for m in members]
                 batch = torch.stack([indices[i] for i in members]).to(self.device).long()
@@ -420,19 +483,21 @@ class VQCodec:
                     images[i] = from_rgb_array(arr[j], headers[i].width, headers[i].height, headers[i].mode)
             for i, h in enumerate(headers):
                 if images[i] is None:
-                    images[i] = self._decode_tiled(indices[i], h, decoder, extras[i][2])
+                    images[i] = self._decode_tiled(indices[i], h, decoder, extras[i][2], *extras[i][3:])
         self.last_timings = timings
-        return [finish(im, alpha, meta) for im, (alpha, meta, _) in zip(images, extras)]
+        return [finish(im, alpha, meta) for im, (alpha, meta, *_) in zip(images, extras)]
 
     def _decode_tiled(self, indices: torch.Tensor, header: Header, decoder: str = "fidelity",
-                      quality: int | None = None) -> Image.Image:
-        """indices (h, w, q) -> the image, one tile (with a margin the decoder's field of view needs) at a time."""
+                      quality: int | None = None, refined: torch.Tensor | None = None, level: int = 0) -> Image.Image:
+        """indices (h, w, q) -> the image, one tile (with a margin the decoder's field of view needs) at a time.
+        refined: (D + R, h, w), the values of refinement level `level`, or None."""
         h, w = header.grid
         f = self.cfg.downsampling
         out = Image.new(header.mode, (header.width, header.height))  # pasted into tile by tile: no second copy
         for y0, x0, y1, x1 in header.tiles:
             (a0, b0, a1, b1), (cy, cx) = _with_margin(y0, x0, y1, x1, h, w)
-            x = self.autoencoder.decode_indices(indices[None, a0:a1, b0:b1].to(self.device).long())
+            piece = None if refined is None else refined[None, :, a0:a1, b0:b1].to(self.device)
+            x = self.autoencoder.decode_indices(indices[None, a0:a1, b0:b1].to(self.device).long(), piece, level)
             tile = _to_pixels(self._finish_pixels(x, indices.shape[-1], quality, decoder))[0][cy * f:(cy + y1 - y0) * f, cx * f:(cx + x1 - x0) * f]   # (th*f, tw*f, 3)
             py, px = y0 * f, x0 * f
             tile = tile[:header.height - py, :header.width - px]
@@ -451,7 +516,15 @@ class VQCodec:
             raise FormatError(f"corrupt .vq header (quality {header.quality} > {self.cfg.num_qualities})")
         if header.downsampling != self.cfg.downsampling or header.stages != self.cfg.quality_plan(header.quality)[0]:
             raise FormatError("corrupt .vq header (stages or downsampling do not match the model)")
+        level = self.cfg.refine_level(header.quality)
+        if header.refine_level != level or header.refine_values != (self.cfg.total_dim if level else 0):
+            raise FormatError("corrupt .vq header (refinement does not match the model)")
         return header
+
+    def lower_qualities(self, stages: int) -> list[int]:
+        """The qualities decodable from a file's first `stages` stages alone: full-alphabet, no refinement."""
+        return [q for q in self.qualities if self.cfg.quality_plan(q)[1] is None and not self.cfg.refine_level(q)
+                and self.cfg.quality_plan(q)[0] <= stages]
 
     def decode_plan(self, header: Header, quality: int | None) -> tuple[int, CoarseAlphabet | None]:
         """The stages to decode and stage 0's alphabet, for the file's own quality or a lower one."""
@@ -460,15 +533,24 @@ class VQCodec:
             if header.complete_stages < header.stages:
                 hint = ""
                 if header.complete_stages > 0:
-                    lower = [q for q in self.qualities if self.cfg.quality_plan(q)[1] is None
-                             and self.cfg.quality_plan(q)[0] <= header.complete_stages]
+                    lower = self.lower_qualities(header.complete_stages)
                     hint = f"; decode them with quality {max(lower)} or lower" if lower else ""
                 raise TruncatedError(f"truncated .vq file ({header.complete_stages} of {header.stages} stages "
                                      f"complete{hint})")
+            if header.refine_level and not header.refine_complete:
+                lower = self.lower_qualities(header.stages)
+                hint = f"; decode its stages with quality {max(lower)} or lower" if lower else ""
+                raise TruncatedError(f"truncated .vq file (its refinement is incomplete{hint})")
         quality = self.check_quality(quality)
         if quality > header.quality:
             raise ValueError(f"quality {quality} is above this file's quality {header.quality}")
+        if quality != header.quality and self.cfg.refine_level(quality):
+            raise ValueError(f"quality {quality} cannot be decoded from a quality-{header.quality} file (it codes "
+                             f"another refinement level; the VQ qualities up to {max(self.lower_qualities(header.stages), default=1)} work)")
         stages, coarse_size = self.cfg.quality_plan(quality)
+        if stages > header.stages:
+            raise ValueError(f"quality {quality} needs {stages} stages; this file codes {header.stages} (the VQ "
+                             f"qualities up to {max(self.lower_qualities(header.stages), default=1)} work)")
         if quality != header.quality and (coarse_size is not None or self.cfg.quality_plan(header.quality)[1] is not None):
             low = len(self.cfg.coarse_sizes) + 1
             raise ValueError(f"quality {quality} cannot be decoded from a quality-{header.quality} file "

@@ -18,6 +18,7 @@ import torch
 from .container import FormatError
 from .entropy import SymbolDecoder, SymbolEncoder, cap_probabilities, cross_entropy_bits
 from .prior import IntegerPrior, build_context, known_before, stage_masks
+from .refine import IntegerRefinement
 from .progress import tick
 
 
@@ -259,3 +260,56 @@ class IndexCoder:
                 out[..., s] = stage.cpu().to(torch.int16)
             prev = prev + self.prior.input_vectors(s, stage)
         return out
+
+
+class RefinementCoder:
+    """A refinement level's values <-> one range-coded stream per tile.
+
+    A tile's tables come from the integer refinement network on the tile's own VQ latent (the sum of its b
+    stages' integer codebook vectors, zero outside the tile), so each tile decodes alone, like the indices."""
+
+    def __init__(self, refine: IntegerRefinement, prior: IntegerPrior):
+        self.refine, self.prior = refine, prior
+
+    def _tables(self, indices: torch.Tensor, level: int):
+        """indices (th, tw, b) of one tile -> (mean, table), each (C, th, tw) int64."""
+        b = indices.shape[2]
+        v = sum(self.prior.input_vectors(t, indices[..., t].to(self.prior.t["codebooks"].device).long())
+                for t in range(b)).cpu()                                                 # (D, th, tw)
+        mean, table = self.refine.mean_table(self.prior.to_input(v)[None], b, level)
+        return mean[0], table[0]
+
+    def encode(self, r: torch.Tensor, indices: torch.Tensor, level: int, tiles=None, stats: dict | None = None):
+        """r (C, h, w): the values to refine (the D quantized values' residual after b stages, then the R others);
+        indices (h, w, b) -> (streams[tile], r_hat (C, h, w) float32: what the decoder will rebuild)."""
+        c, h, w = r.shape
+        tiles = tiles or [(0, 0, h, w)]
+        r_hat = torch.zeros(c, h, w)
+        streams = []
+        for y0, x0, y1, x1 in tiles:
+            mean, table = self._tables(indices[y0:y1, x0:x1], level)
+            q = self.refine.quantize(r[None, :, y0:y1, x0:x1].cpu(), mean[None], table[None], level)[0]
+            sym, tab = q.numpy().ravel(), table.numpy().ravel()
+            streams.append(self.refine.table_set.encode(sym, tab))
+            if stats is not None:
+                stats["refine_bits"] = stats.get("refine_bits", 0.0) + self.refine.table_set.bits(sym, tab)
+            r_hat[:, y0:y1, x0:x1] = self.refine.dequantize(q[None], mean[None], level)[0]
+            tick("refinement coding", len(tiles))
+        return streams, r_hat
+
+    def decode(self, streams: list[bytes], indices: torch.Tensor, level: int, tiles=None) -> torch.Tensor:
+        """streams[tile], indices (h, w, b) -> r_hat (C, h, w) float32. FormatError if a stream does not decode
+        to exactly its tile's values and its check symbol."""
+        h, w = indices.shape[:2]
+        tiles = tiles or [(0, 0, h, w)]
+        r_hat = torch.zeros(self.refine.dim, h, w)
+        for stream, (y0, x0, y1, x1) in zip(streams, tiles):
+            mean, table = self._tables(indices[y0:y1, x0:x1], level)
+            try:
+                sym = self.refine.table_set.decode(stream, table.numpy().ravel())
+            except Exception:
+                raise FormatError("corrupt .vq payload (a refinement stream does not decode)") from None
+            q = torch.from_numpy(sym).reshape(table.shape)
+            r_hat[:, y0:y1, x0:x1] = self.refine.dequantize(q[None], mean[None], level)[0]
+            tick("refinement decoding", len(tiles))
+        return r_hat

@@ -32,6 +32,9 @@ class ModelConfig:
     refine_dim: int = 0                         # R: latent values per position beside the D quantized ones, coded
                                                 # only by the refinement levels (the KLT's next R at init)
     refine_hidden: int = 64                     # width of the refinement's mean-and-scale network
+    vq_qualities: int = 0                       # the VQ-only qualities above the coarse ones: 1..vq_qualities stages
+                                                # (0: all S)
+    refine_ladder: tuple[tuple[int, int], ...] = ()  # the qualities above those: (refinement level k, VQ stages b)
 
     def __post_init__(self):
         if self.transform not in ("conv", "klt-hybrid"):
@@ -52,6 +55,12 @@ class ModelConfig:
             raise ValueError("refine_levels and refine_dim go together: both 0, or both above 0")
         if not 2 <= self.codebook_size <= 1 << 15:
             raise ValueError(f"codebook_size must be from 2 to {1 << 15}")
+        if not 0 <= self.vq_qualities <= self.num_stages:
+            raise ValueError(f"vq_qualities must be from 0 to {self.num_stages}, not {self.vq_qualities}")
+        for k, b in self.refine_ladder:
+            if not (1 <= k <= self.refine_levels and 1 <= b <= self.num_stages):
+                raise ValueError(f"refine_ladder entry ({k}, {b}) is not a refinement level on 1 to "
+                                 f"{self.num_stages} stages of this model")
         sizes = self.coarse_sizes
         if any(not 2 <= n < self.codebook_size for n in sizes) or list(sizes) != sorted(set(sizes)):
             raise ValueError(f"coarse_sizes must rise strictly, each from 2 to {self.codebook_size - 1}: {sizes}")
@@ -68,18 +77,27 @@ class ModelConfig:
 
     @property
     def num_qualities(self) -> int:
-        return len(self.coarse_sizes) + self.num_stages
+        return len(self.coarse_sizes) + (self.vq_qualities or self.num_stages) + len(self.refine_ladder)
+
+    def refine_level(self, quality: int) -> int:
+        """Quality -> the refinement level it codes above its VQ stages (0: none)."""
+        top = len(self.coarse_sizes) + (self.vq_qualities or self.num_stages)
+        return self.refine_ladder[quality - top - 1][0] if quality > top else 0
 
     def quality_plan(self, quality: int) -> tuple[int, int | None]:
         """Quality 1..num_qualities -> (residual stages coded, coarse alphabet size of stage 0 or None).
 
         The lowest len(coarse_sizes) levels code stage 0 alone with a reduced alphabet; the others
-        code the first (quality - len(coarse_sizes)) stages in full.
+        code the first (quality - len(coarse_sizes)) stages in full, up to vq_qualities stages; above those, each
+        refine_ladder entry (k, b) codes b stages and refinement level k (refine_level).
         """
         if not 1 <= quality <= self.num_qualities:
             raise ValueError(f"quality must be from 1 to {self.num_qualities}, not {quality}")
         if quality <= len(self.coarse_sizes):
             return 1, self.coarse_sizes[quality - 1]
+        top = len(self.coarse_sizes) + (self.vq_qualities or self.num_stages)
+        if quality > top:
+            return self.refine_ladder[quality - top - 1][1], None
         return quality - len(self.coarse_sizes), None
 
     @property
@@ -113,11 +131,14 @@ class ModelConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
-        missing = known - set(d) - {"name", "refine_levels", "refine_dim", "refine_hidden"}
+        missing = known - set(d) - {"name", "refine_levels", "refine_dim", "refine_hidden", "vq_qualities",
+                                    "refine_ladder"}
         if missing and not partial:
             raise ValueError(f"model config lacks {sorted(missing)}: a config file names every field")
         d = dict(d)
         for key in ("channels", "coarse_sizes"):
             if key in d:
                 d[key] = tuple(int(c) for c in d[key])
+        if "refine_ladder" in d:
+            d["refine_ladder"] = tuple((int(k), int(b)) for k, b in d["refine_ladder"])
         return cls(**d)

@@ -1,8 +1,8 @@
-"""The .vq file container, format version 2 (no torch). Byte layout: docs/format.md.
+"""The .vq file container, format version 3 (no torch). Byte layout: docs/format.md.
 
 A file is a header (fixed fields, then a table of section lengths, then a CRC-32 of the header), followed
 by the sections in order: metadata, alpha, then the coded index streams, stage by stage and, within a
-stage, tile by tile. Every field is validated before it is used; any problem raises FormatError with a
+stage, tile by tile, then (a refined quality) the refinement's streams, tile by tile. Every field is validated before it is used; any problem raises FormatError with a
 one-line message. Parsing costs time proportional to the file's length, never to what its header claims.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import zlib
 from dataclasses import dataclass, field
 
 MAGIC = b"VQIM"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MODES = {0: "RGB", 1: "L"}
 MODE_CODES = {v: k for k, v in MODES.items()}
 MAX_SIDE = 65535                 # widths and heights are 1..65535
@@ -22,7 +22,7 @@ MAX_STAGES = 64
 MIN_TILE, MAX_TILE = 32, 128     # tile side in index positions: bounds the work and memory of one tile
 MAX_METADATA_BYTES = 16 << 20    # ICC + EXIF + XMP together
 MODEL_HASH_BYTES = 8
-FLAG_METADATA, FLAG_ALPHA = 0x01, 0x02
+FLAG_METADATA, FLAG_ALPHA, FLAG_REFINE = 0x01, 0x02, 0x04
 _NAME_RE = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _FIXED = struct.Struct("<IIBBBBBH")  # width, height, mode, depth, quality, stages, log2 f, tile side
 
@@ -33,6 +33,11 @@ PROB_CAP_BITS = 5
 MIN_BITS_PER_INDEX = 0.0457          # < -log2(1 - 2**-5 + 2**-14) = 0.04571: the cap, with constriction's quantisation
 STREAM_CHECK_BITS = 16
 MAX_BITS_PER_INDEX = 24              # constriction's probabilities are at least 2**-24 (max_stream_words)
+# A refined value costs at least REFINE_MIN_BITS: its tables cap each probability at 1 - 2**-12 (vqcodec/refine.py).
+REFINE_MIN_BITS_PER_10K = 3          # 0.0003 bits < -log2(1 - 2**-12) = 0.00035, with constriction's quantisation
+
+
+OLD_VERSIONS = {1: ("0.1.x", "0.2"), 2: ("0.13", "0.14")}   # version -> (the release that reads it, the next)
 
 
 class FormatError(ValueError):
@@ -63,6 +68,14 @@ class Header:
     stage_crcs: tuple = ()       # CRC-32 of each stage's bytes (all its tiles)
     header_len: int = 0          # bytes before the first section (filled in by unpack)
     complete_stages: int = -1    # stages wholly present in the file (unpack); -1 = not read from a file
+    refine_level: int = 0        # the refinement level coded above the stages (1..255), 0: none
+    refine_values: int = 0       # refined values per index position (1..255), 0 without refinement
+    refine_complete: bool = False  # the refinement's streams are wholly present (unpack)
+
+    @property
+    def rows(self) -> int:
+        """Rows of streams: one per stage, and one for the refinement if there is one."""
+        return self.stages + (1 if self.refine_level else 0)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -104,6 +117,9 @@ class Header:
             raise FormatError(f"downsampling {self.downsampling} is not a power of two up to 64")
         if not MIN_TILE <= self.tile <= MAX_TILE:
             raise FormatError(f"tile side {self.tile} out of range ({MIN_TILE}..{MAX_TILE})")
+        if not (0 <= self.refine_level <= 255 and 0 <= self.refine_values <= 255
+                and (self.refine_level == 0) == (self.refine_values == 0)):
+            raise FormatError(f"refinement level {self.refine_level} with {self.refine_values} values is invalid")
 
 
 # --- variable-length integers (LEB128, canonical, at most 5 bytes) ------------------------------
@@ -140,6 +156,12 @@ def min_stream_words(indices: int) -> int:
     return max(1, -(-(457 * indices + 10000 * (STREAM_CHECK_BITS - 64)) // 320000))
 
 
+def min_refine_words(values: int) -> int:
+    """The fewest 32-bit words that can hold a refinement stream of this many coded values:
+    max(1, ceil((0.0003 n + 16 - 64) / 32)), in integers."""
+    return max(1, -(-(REFINE_MIN_BITS_PER_10K * values + 10000 * (STREAM_CHECK_BITS - 64)) // 320000))
+
+
 def max_stream_words(indices: int) -> int:
     """The most 32-bit words a stream of this many coded indices can take: constriction gives every symbol a
     probability of at least 2**-24, so at most 24 bits an index, plus the check symbol's 16 bits and at most
@@ -170,15 +192,17 @@ def file_length(header: Header) -> int:
 def pack(header: Header, metadata: bytes, alpha: bytes, streams: list[list[bytes]]) -> bytes:
     """Header fields + sections -> the bytes of a .vq file. streams[stage][tile]: whole 32-bit words."""
     header.validate()
-    if len(streams) != header.stages or any(len(s) != header.num_tiles for s in streams):
-        raise ValueError("streams must be one list of tiles per stage")
+    if len(streams) != header.rows or any(len(s) != header.num_tiles for s in streams):
+        raise ValueError("streams must be one list of tiles per stage, and one for the refinement")
     if len(metadata) > MAX_METADATA_BYTES:
         raise ValueError(f"metadata of {len(metadata)} bytes is over the {MAX_METADATA_BYTES}-byte limit")
     name = header.model_name.encode("ascii")
-    flags = (FLAG_METADATA if metadata else 0) | (FLAG_ALPHA if alpha else 0)
+    flags = (FLAG_METADATA if metadata else 0) | (FLAG_ALPHA if alpha else 0) | (FLAG_REFINE if header.refine_level else 0)
     head = bytearray(MAGIC + bytes([FORMAT_VERSION, flags, len(name)]) + name + header.model_hash)
     head += _FIXED.pack(header.width, header.height, MODE_CODES[header.mode], header.depth, header.quality,
                         header.stages, header.downsampling.bit_length() - 1, header.tile)
+    if header.refine_level:
+        head += bytes([header.refine_level, header.refine_values])
     for section in (metadata, alpha):
         if section:
             head += _varint(len(section)) + struct.pack("<I", zlib.crc32(section))
@@ -238,11 +262,12 @@ def _parse(data: memoryview) -> Header:
         raise TruncatedError("truncated .vq file (header incomplete)")
     version, flags, name_len = data[4], data[5], data[6]
     if version != FORMAT_VERSION:
-        if version == 1:
-            raise FormatError("this .vq file is format version 1, which vqcodec 0.1.x reads "
-                              f"(this vqcodec reads version {FORMAT_VERSION}): pip install 'vqcodec<0.2'")
+        if version in OLD_VERSIONS:
+            release, below = OLD_VERSIONS[version]
+            raise FormatError(f"this .vq file is format version {version}, which vqcodec {release} reads "
+                              f"(this vqcodec reads version {FORMAT_VERSION}): pip install 'vqcodec<{below}'")
         raise FormatError(f"unsupported .vq format version {version} (this vqcodec reads version {FORMAT_VERSION})")
-    if flags & ~(FLAG_METADATA | FLAG_ALPHA):
+    if flags & ~(FLAG_METADATA | FLAG_ALPHA | FLAG_REFINE):
         raise FormatError(f"unsupported .vq flags {flags:#04x}")
     if not 1 <= name_len <= 64:
         raise FormatError("corrupt .vq header (model name length)")
@@ -262,6 +287,13 @@ def _parse(data: memoryview) -> Header:
     fields = dict(model_name=name.decode("ascii"), model_hash=model_hash, width=width, height=height,
                   mode=MODES[mode_code], depth=depth, quality=quality, stages=stages, downsampling=1 << log2f,
                   tile=tile)
+    if flags & FLAG_REFINE:
+        if len(data) < pos + 2:
+            raise TruncatedError("truncated .vq file (header incomplete)")
+        fields.update(refine_level=data[pos], refine_values=data[pos + 1])
+        if not fields["refine_level"] or not fields["refine_values"]:
+            raise FormatError("corrupt .vq header (refinement level or values)")
+        pos += 2
     try:
         Header(**fields).validate()
     except FormatError as e:
@@ -281,22 +313,26 @@ def _parse(data: memoryview) -> Header:
     probe = Header(**fields)
     n_tiles = probe.num_tiles
     # The table alone must fit in what is left of the file: a header cannot make this loop longer than the file.
-    if len(data) - pos < stages * n_tiles:
+    rows = probe.rows
+    if len(data) - pos < rows * n_tiles:
         raise TruncatedError("truncated .vq file (header incomplete)")
     tile_sizes = [(y1 - y0) * (x1 - x0) for y0, x0, y1, x1 in probe.tiles]
     words = []
-    for _ in range(stages):
+    for r in range(rows):
         row = []
         for size in tile_sizes:
             n, pos = _read_varint(data, pos)
-            if not min_stream_words(size) <= n <= max_stream_words(size):
+            if r < stages and not min_stream_words(size) <= n <= max_stream_words(size):
                 raise FormatError(f"corrupt .vq file (a stream of {n} words cannot hold {size} indices)")
+            values = size * probe.refine_values
+            if r == stages and not min_refine_words(values) <= n <= max_stream_words(values):
+                raise FormatError(f"corrupt .vq file (a stream of {n} words cannot hold {values} refined values)")
             row.append(n)
         words.append(tuple(row))
-    if len(data) < pos + 4 * stages + 4:
+    if len(data) < pos + 4 * rows + 4:
         raise TruncatedError("truncated .vq file (header incomplete)")
-    stage_crcs = struct.unpack_from(f"<{stages}I", data, pos)
-    pos += 4 * stages
+    stage_crcs = struct.unpack_from(f"<{rows}I", data, pos)
+    pos += 4 * rows
     (head_crc,) = struct.unpack_from("<I", data, pos)
     if zlib.crc32(data[:pos]) != head_crc:
         raise FormatError("corrupt .vq header (checksum mismatch)")
@@ -309,11 +345,11 @@ def _parse(data: memoryview) -> Header:
             break
         end += 4 * sum(row)
         complete += 1
-    if complete == stages and len(data) > end:
+    if complete == rows and len(data) > end:
         raise FormatError(f"corrupt .vq file ({len(data) - end} unexpected bytes after the last stage)")
     return Header(**fields, metadata_len=sections[0][0], metadata_crc=sections[0][1], alpha_len=sections[1][0],
                   alpha_crc=sections[1][1], stream_words=tuple(words), stage_crcs=stage_crcs, header_len=pos,
-                  complete_stages=complete)
+                  complete_stages=min(complete, stages), refine_complete=complete > stages)
 
 
 @dataclass
@@ -321,16 +357,22 @@ class Sections:
     metadata: bytes
     alpha: bytes
     streams: list = field(default_factory=list)  # [stage][tile] -> bytes, for the stages asked for
+    refinement: list = field(default_factory=list)  # [tile] -> bytes, if asked for
 
 
-def sections(data: bytes, header: Header, stages: int) -> Sections:
-    """The checked sections of a parsed file: metadata, alpha, and the streams of the first `stages` stages.
+def sections(data: bytes, header: Header, stages: int, refinement: bool = False) -> Sections:
+    """The checked sections of a parsed file: metadata, alpha, the streams of the first `stages` stages, and
+    with refinement=True the refinement's (the file must have one and all its stages).
 
     Raises TruncatedError if those stages are not all in the file, FormatError if a CRC does not match.
     """
     if stages > header.complete_stages or header.complete_stages < 0:
         have = max(header.complete_stages, 0)
         raise TruncatedError(f"truncated .vq file ({have} of {header.stages} stages complete)")
+    if refinement and (not header.refine_level or stages != header.stages):
+        raise ValueError("the refinement is read with all of the file's stages, from a file that has one")
+    if refinement and not header.refine_complete:
+        raise TruncatedError(f"truncated .vq file (the refinement of its {header.stages} stages is incomplete)")
     data = memoryview(data)
     pos = header.header_len
     parts = []
@@ -350,4 +392,12 @@ def sections(data: bytes, header: Header, stages: int) -> Sections:
         if zlib.crc32(b"".join(row)) != header.stage_crcs[s]:
             raise FormatError(f"corrupt .vq payload (stage {s + 1} checksum mismatch)")
         streams.append(row)
-    return Sections(parts[0], parts[1], streams)
+    refined = []
+    if refinement:
+        pos = header.header_len + header.metadata_len + header.alpha_len + 4 * sum(map(sum, header.stream_words[:-1]))
+        for n in header.stream_words[-1]:
+            refined.append(bytes(data[pos:pos + 4 * n]))
+            pos += 4 * n
+        if zlib.crc32(b"".join(refined)) != header.stage_crcs[-1]:
+            raise FormatError("corrupt .vq payload (refinement checksum mismatch)")
+    return Sections(parts[0], parts[1], streams, refined)

@@ -78,3 +78,60 @@ def cross_entropy_bits(symbols: np.ndarray, freqs: np.ndarray) -> float:
     """Ideal code length in bits of symbols under the (capped) tables."""
     p = _probabilities(cap_probabilities(freqs))
     return float(-np.log2(p[np.arange(len(symbols)), symbols]).sum())
+
+
+class TableSet:
+    """Fixed coding tables, each a 1-D array of positive integer frequencies over symbols -T..T (T = its
+    half-width): the refinement's Gaussians. One stream codes many values, grouped by table, tables in
+    ascending order and values in their given order within a table; the decoder, knowing every value's
+    table first, decodes the same groups."""
+
+    def __init__(self, tables: list[np.ndarray]):
+        self.tables = tables
+        self.halves = np.array([(len(t) - 1) // 2 for t in tables], dtype=np.int64)
+        self._models: dict[int, object] = {}
+
+    def _model(self, t: int):
+        if t not in self._models:
+            self._models[t] = constriction.stream.model.Categorical(
+                np.ascontiguousarray(self.tables[t], dtype=np.float64), perfect=False)
+        return self._models[t]
+
+    @staticmethod
+    def _groups(table: np.ndarray):
+        order = np.argsort(table, kind="stable")
+        ts, starts = np.unique(table[order], return_index=True)
+        return order, ts, np.append(starts, len(order))
+
+    def encode(self, symbols: np.ndarray, table: np.ndarray) -> bytes:
+        """symbols (N,) each within its table's -T..T; table (N,) table numbers -> the stream (whole 32-bit words)."""
+        coder = constriction.stream.queue.RangeEncoder()
+        order, ts, bounds = self._groups(table)
+        for i, t in enumerate(ts):
+            sel = order[bounds[i]:bounds[i + 1]]
+            coder.encode(np.ascontiguousarray(symbols[sel] + self.halves[t], dtype=np.int32), self._model(int(t)))
+        coder.encode(np.array([STREAM_CHECK], dtype=np.int32), _CHECK_MODEL)
+        return coder.get_compressed().astype("<u4").tobytes()
+
+    def decode(self, payload: bytes, table: np.ndarray) -> np.ndarray:
+        """The stream of `encode` and the same table numbers -> symbols (N,) int64. ValueError if the stream does
+        not end exactly where its encoder ended."""
+        dec = SymbolDecoder(payload)
+        out = np.zeros(len(table), dtype=np.int64)
+        order, ts, bounds = self._groups(table)
+        for i, t in enumerate(ts):
+            n = int(bounds[i + 1] - bounds[i])
+            got = np.asarray(dec._coder.decode(self._model(int(t)), n), dtype=np.int64)
+            out[order[bounds[i]:bounds[i + 1]]] = got - self.halves[t]
+        dec.finish()
+        return out
+
+    def bits(self, symbols: np.ndarray, table: np.ndarray) -> float:
+        """Ideal code length of the symbols under their tables."""
+        total = 0.0
+        order, ts, bounds = self._groups(table)
+        for i, t in enumerate(ts):
+            f = self.tables[t]
+            sel = order[bounds[i]:bounds[i + 1]]
+            total -= float(np.log2(f[symbols[sel] + self.halves[t]] / f.sum()).sum())
+        return total

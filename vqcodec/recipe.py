@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .config import ModelConfig
@@ -62,7 +65,16 @@ class PriorSettings:
 
 @dataclass(frozen=True)
 class ExportSettings:
-    """The model folder OUT/<name>: model.safetensors, config.json, training_report.json."""
+    """The model folder OUT/<name>: model.safetensors, config.json, training_report.json.
+
+    prior_from: a shipped model whose integer prior and coarse codes are taken instead of a prior phase's (a
+    model whose VQ side was frozen from it codes the same indices; its codebooks are checked). half: the
+    networks in float16, without training-only buffers. vq_qualities and refine_ladder: the model's qualities
+    above the coarse ones (ModelConfig), chosen on held-out crops (experiments/refine_integer.py)."""
+    prior_from: str | None = None
+    half: bool = False
+    vq_qualities: int = 0
+    refine_ladder: tuple = ()
 
 
 PHASES = {"autoencoder": AutoencoderSettings, "ecvq": EcvqSettings, "coarse": CoarseSettings,
@@ -153,6 +165,11 @@ class Run:
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
 
     # inputs, loaded once
+    def train_paths(self) -> list[Path]:
+        from .holdout import split
+
+        return split(self.data)[0]
+
     def images(self, crop: int):
         if self._images is None:
             from .holdout import split
@@ -348,20 +365,22 @@ def run_phase(run: Run, phase: Phase) -> bool:
     if phase.kind == "export":
         from safetensors.torch import load_file
 
-        from .codec import VQCodec
         from .prior import IntegerPrior
 
-        priors = [p for p in run.recipe.phases if p.kind == "prior" and run.state.get(p.name, {}).get("done")]
-        if not priors:
-            raise ValueError("export needs a prior phase before it")
-        tensors = load_file(str(run.out / priors[-1].name / "integer_prior.safetensors"))
-        weights = VQCodec.serialize(run.autoencoder().cpu().eval(), IntegerPrior(run.cfg, tensors), coarse_codes(run))
+        prior = coarse = None
+        if s.prior_from is None:
+            priors = [p for p in run.recipe.phases if p.kind == "prior" and run.state.get(p.name, {}).get("done")]
+            if not priors:
+                raise ValueError("export needs a prior phase before it (or prior_from)")
+            tensors = load_file(str(run.out / priors[-1].name / "integer_prior.safetensors"))
+            prior, coarse = IntegerPrior(run.cfg, tensors), coarse_codes(run)
+        weights, cfg = export_weights(run.autoencoder().cpu().eval(), s, run.train_paths(), prior, coarse)
         folder = run.out / run.recipe.name
         report = dict(recipe=run.recipe.name, phases={k: v for k, v in run.state.items()},
                       total_wall_s=sum(v.get("wall_s", 0) for v in run.state.values()))
         from .training_cli import export_model
 
-        export_model(weights, run.cfg, report, folder)
+        export_model(weights, cfg, report, folder)
         realistic = [p for p in run.recipe.phases if p.kind == "realistic" and run.state.get(p.name, {}).get("done")]
         if realistic:   # the realistic decoder's own file, beside model.safetensors (whose hash files carry)
             import shutil
@@ -372,6 +391,32 @@ def run_phase(run: Run, phase: Phase) -> bool:
         log(f"exported {folder} ({len(weights) / 1e6:.1f} MB)")
         return True
     raise ValueError(f"unknown phase kind {phase.kind!r}")
+
+
+def export_weights(ae, s: ExportSettings, train_paths: list[Path], prior=None, coarse=None):
+    """A trained autoencoder -> (the model's weights file, its config with the qualities of s). prior and
+    coarse: the integer prior and coarse codes (None: those of s.prior_from). A model with refinement gets its
+    integer refinement, calibrated on 32 training crops of 128x128."""
+    from .codec import VQCodec, load_codec
+
+    cfg = dataclasses.replace(ae.cfg, vq_qualities=s.vq_qualities or ae.cfg.vq_qualities,
+                              refine_ladder=tuple((int(k), int(b)) for k, b in s.refine_ladder) or ae.cfg.refine_ladder)
+    if s.prior_from is not None:
+        source = load_codec(s.prior_from)
+        prior, coarse = source.prior.to("cpu"), source.coarse_codes
+        if any(not torch.equal(a.codebook, b.codebook.cpu()) for a, b in zip(ae.rvq.stages, source.autoencoder.rvq.stages)):
+            raise ValueError(f"export: prior_from {s.prior_from} has other codebooks than this run's model")
+    refinement = None
+    if cfg.refine_levels:
+        from .refine import integer_refinement
+        from .train import random_crops
+
+        crops = [c for c, _ in zip(random_crops(train_paths, 128, random.Random(1)), range(32))]
+        x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
+        scale = float(prior.t["codebooks"][0].double().abs().max() / ae.rvq.stages[0].codebook.abs().max()) / 16
+        refinement = integer_refinement(ae, x, 2.0 ** round(math.log2(scale)))
+    ae.cfg = cfg
+    return VQCodec.serialize(ae, prior, coarse, refinement, half=s.half), cfg
 
 
 def warm_start_prior(run: Run, folder: Path, s: PriorSettings) -> None:

@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .entropy import TableSet
+
 LOG_SCALE_MIN, LOG_SCALE_MAX = math.log(0.02), math.log(64.0)  # scale in units of the step
 
 
@@ -142,7 +144,7 @@ class IntegerRefinement:
         ends = np.cumsum(2 * halves + 1)
         if len(halves) != SCALE_HI - SCALE_LO + 1 or ends[-1] != len(freqs) or (freqs < 1).any():
             raise ValueError("refinement tables are malformed")
-        self.tables = [freqs[e - 2 * h - 1:e] for e, h in zip(ends, halves)]
+        self.table_set = TableSet([freqs[e - 2 * h - 1:e] for e, h in zip(ends, halves)])
         self.halves = halves
 
     @classmethod
@@ -216,12 +218,15 @@ class IntegerRefinement:
         step = self.step(level).to(q.device)[None, :, None, None]
         return (mean.double() / MEAN_ONE + q.double() * step).float()
 
-    def bits(self, q: torch.Tensor, table: torch.Tensor) -> float:
-        """Ideal code length of symbols q under their tables."""
-        q, table = q.cpu().numpy().ravel(), table.cpu().numpy().ravel()
-        total = 0.0
-        for t in np.unique(table):
-            f = self.tables[t]
-            sel = q[table == t] + self.halves[t]
-            total -= float(np.log2(f[sel] / f.sum()).sum())
-        return total
+
+@torch.no_grad()
+def integer_refinement(model, crops: torch.Tensor, input_scale: float) -> IntegerRefinement:
+    """The exported refinement of a trained VQAutoencoder: its activation steps calibrated on the VQ latents
+    of 1, S/2 and S stages of crops (N, 3, H, W) of training photos. input_scale: the prior's (a power of two)."""
+    cfg = model.cfg
+    z = model.vq_latent(crops)
+    b, d, h, w = z.shape
+    idx = model.rvq.encode(z.permute(0, 2, 3, 1).reshape(-1, d), cfg.num_stages)               # (N, S)
+    latents = [model.rvq.decode(idx[:, :s]).reshape(b, h, w, d).permute(0, 3, 1, 2)
+               for s in sorted({1, max(1, cfg.num_stages // 2), cfg.num_stages})]
+    return IntegerRefinement.from_float(model.refine, input_scale, torch.cat(latents))
