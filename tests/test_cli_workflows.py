@@ -419,7 +419,7 @@ def test_info_shows_stages_alpha_and_metadata(run, tmp_path, photo_like, tiny_mo
     vq = tmp_path / "a.vq"
     assert run("compress", src, vq, "-q", 3, "--model", tiny_model_dir).exit_code == 0
     fields = json.loads(run("info", vq, "--json").output)
-    assert fields["format_version"] == 2 and fields["mode"] == "RGBA" and fields["alpha"] is True
+    assert fields["format_version"] == 3 and fields["mode"] == "RGBA" and fields["alpha"] is True
     assert fields["stages"] == fields["complete_stages"] == 3 and fields["tiles"] == 1
     assert set(fields["metadata"]) == {"exif"} and fields["metadata"]["exif"] > 0
     text = run("info", vq).output

@@ -253,3 +253,30 @@ def test_a_version_2_file_names_the_release_that_reads_it():
     data = (Path(__file__).parent / "golden" / "vqf8-v13_kodim23_crop_q3_format2.vq").read_bytes()
     with pytest.raises(FormatError, match=r"format version 2, which vqcodec 0\.13 reads .*pip install 'vqcodec<0\.14'"):
         container.unpack(data)
+
+
+def test_a_16_bit_refined_model_folder_works_through_the_cli(codec, photo, tmp_path):
+    """The export users get: float16 networks, no training buffers; compress, info and decompress."""
+    import json
+
+    from click.testing import CliRunner
+
+    from vqcodec.cli import cli
+    from vqcodec.training_cli import export_model
+
+    folder = tmp_path / REFINED.name
+    weights = VQCodec.serialize(codec.autoencoder, codec.prior, None, codec.refiner.refine, half=True)
+    export_model(weights, REFINED, {}, folder)
+    names = set(__import__("safetensors.torch", fromlist=["load"]).load(weights))
+    assert not any(n.endswith(("embed_sum", "cluster_size")) or n.startswith("ae.refine.") for n in names)
+    src, vq, out = tmp_path / "in.png", tmp_path / "out.vq", tmp_path / "out.png"
+    photo.save(src)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["compress", str(src), str(vq), "-q", "4", "--model", str(folder)]).exit_code == 0
+    info = json.loads(runner.invoke(cli, ["info", str(vq), "--json"]).output)
+    assert (info["format_version"], info["stages"], info["refinement_level"], info["refinement_complete"]) == (3, 2, 2, True)
+    assert runner.invoke(cli, ["decompress", str(vq), str(out), "--model", str(folder)]).exit_code == 0
+    assert Image.open(out).size == photo.size
+    vq.write_bytes(vq.read_bytes()[:-4])
+    result = runner.invoke(cli, ["decompress", str(vq), str(tmp_path / "cut.png"), "--model", str(folder)])
+    assert result.exit_code == 1 and result.output.startswith("Error: truncated .vq file (its refinement is incomplete")

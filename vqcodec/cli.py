@@ -741,7 +741,8 @@ def info(input, as_json):
     fields = {"file": input, "format_version": FORMAT_VERSION, "model": h.model_name, "model_hash": h.model_hash.hex(),
               "width": h.width, "height": h.height, "mode": decoded_mode(h), "quality": h.quality,
               "bytes": len(data), "bpp": round(8 * len(data) / (h.width * h.height), 6),
-              "stages": h.stages, "complete_stages": h.complete_stages, "tiles": h.num_tiles,
+              "stages": h.stages, "complete_stages": h.complete_stages, "refinement_level": h.refine_level,
+              "refinement_complete": h.refine_complete if h.refine_level else None, "tiles": h.num_tiles,
               "source_depth": h.depth, "alpha": h.alpha_len > 0, "metadata": metadata,
               "decoders": list(read_decoders(h.model_name))}
     if as_json:

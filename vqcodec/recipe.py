@@ -396,7 +396,7 @@ def run_phase(run: Run, phase: Phase) -> bool:
 def export_weights(ae, s: ExportSettings, train_paths: list[Path], prior=None, coarse=None):
     """A trained autoencoder -> (the model's weights file, its config with the qualities of s). prior and
     coarse: the integer prior and coarse codes (None: those of s.prior_from). A model with refinement gets its
-    integer refinement, calibrated on 32 training crops of 128x128."""
+    integer refinement, calibrated on 32 training crops of 128x128 (smaller where the photos are)."""
     from .codec import VQCodec, load_codec
 
     cfg = dataclasses.replace(ae.cfg, vq_qualities=s.vq_qualities or ae.cfg.vq_qualities,
@@ -411,7 +411,11 @@ def export_weights(ae, s: ExportSettings, train_paths: list[Path], prior=None, c
         from .refine import integer_refinement
         from .train import random_crops
 
-        crops = [c for c, _ in zip(random_crops(train_paths, 128, random.Random(1)), range(32))]
+        try:
+            crops = [c for c, _ in zip(random_crops(train_paths, 128, random.Random(1)), range(32))]
+        except ValueError:   # photos smaller than 128x128 (a test's): the smallest crop the encoder takes
+            f = cfg.downsampling
+            crops = [c for c, _ in zip(random_crops(train_paths, 4 * f, random.Random(1)), range(32))]
         x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
         scale = float(prior.t["codebooks"][0].double().abs().max() / ae.rvq.stages[0].codebook.abs().max()) / 16
         refinement = integer_refinement(ae, x, 2.0 ** round(math.log2(scale)))

@@ -19,8 +19,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .entropy import TableSet
-
 LOG_SCALE_MIN, LOG_SCALE_MAX = math.log(0.02), math.log(64.0)  # scale in units of the step
 
 
@@ -144,6 +142,8 @@ class IntegerRefinement:
         ends = np.cumsum(2 * halves + 1)
         if len(halves) != SCALE_HI - SCALE_LO + 1 or ends[-1] != len(freqs) or (freqs < 1).any():
             raise ValueError("refinement tables are malformed")
+        from .entropy import TableSet   # the coder (constriction) only where files are coded, not in training
+
         self.table_set = TableSet([freqs[e - 2 * h - 1:e] for e, h in zip(ends, halves)])
         self.halves = halves
 
