@@ -215,3 +215,41 @@ def test_torchrun_trains_in_step_on_two_cpu_processes_and_resumes(tiny, tmp_path
 def test_the_recipe_of_the_model_in_training_loads():
     r = Recipe.load(Path(__file__).resolve().parents[1] / "models" / "vqf8-r1" / "recipe.json")
     assert r.model.refine_levels and r.phases[0].settings.init_from == "vqf8-v13"
+
+
+def test_export_measures_the_ladder_on_held_out_photos_and_writes_16_bit_weights(tiny):
+    """refine_ladder "auto": every candidate quality measured with real files on the held-out photos; the model's
+    qualities rise in bpp; the weights are float16 without the codebooks' EMA buffers."""
+    from safetensors.torch import load_file
+
+    from vqcodec import holdout
+    from vqcodec.codec import load_codec
+
+    path, out = tiny
+    recipe = json.loads(path.read_text())
+    recipe["phases"] = [TINY_PHASES[0], TINY_PHASES[2], TINY_PHASES[4], {"phase": "export", "half": True, "refine_ladder": "auto"}]
+    path.write_text(json.dumps(recipe))
+    rel = next(n for n, k in holdout.holdout_names().items() if k == "plain")
+    target = Path(recipe["data"]) / rel
+    target.parent.mkdir(parents=True)
+    ramp = np.linspace(0, 250, 160)[None, :, None] + np.zeros((128, 160, 3))
+    Image.fromarray(ramp.astype(np.uint8)).save(target.with_suffix(".png"))
+    target.with_suffix(".png").rename(target)
+    res = CliRunner().invoke(cli, ["train", "--recipe", str(path), "--out", str(out), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "tiny-r" / "training_report.json").read_text())
+    points = report["ladder_points"]
+    assert report["photos"] == 1 and len(points) == 3 + 2 * 3           # 3 VQ levels, 2 levels on 1..3 stages
+    codec = load_codec(out / "tiny-r")
+    cfg = codec.cfg
+    chosen = [next(p for p in points if (p["k"], p["b"]) == (cfg.refine_level(q), cfg.quality_plan(q)[0]))
+              for q in codec.qualities[len(cfg.coarse_sizes):]]
+    assert [p["bpp"] for p in chosen] == sorted(p["bpp"] for p in chosen)
+    assert len(chosen) == cfg.num_qualities - len(cfg.coarse_sizes) >= 1
+    weights = load_file(str(out / "tiny-r" / "model.safetensors"))
+    assert weights["ae.decoder.linear.weight"].dtype == torch.float16
+    assert weights["ae.rvq.stages.0.codebook"].dtype == torch.float32
+    assert not any(k.endswith(("embed_sum", "cluster_size")) for k in weights)
+    image = Image.open(target)
+    top = codec.compress(image, codec.qualities[-1])
+    assert codec.decompress(top).size == image.size

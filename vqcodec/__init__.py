@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__version__ = "0.13.0"
+__version__ = "0.14.0.dev0"
 DEFAULT_QUALITY = 7
 DEFAULT_MAX_PIXELS = 1 << 27   # decoding and reading refuse larger images unless max_pixels says otherwise
 METADATA_CHOICES = ("all", "none", "icc", "exif", "xmp")   # what compress keeps of ICC / EXIF / XMP

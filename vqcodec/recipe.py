@@ -70,11 +70,12 @@ class ExportSettings:
     prior_from: a shipped model whose integer prior and coarse codes are taken instead of a prior phase's (a
     model whose VQ side was frozen from it codes the same indices; its codebooks are checked). half: the
     networks in float16, without training-only buffers. vq_qualities and refine_ladder: the model's qualities
-    above the coarse ones (ModelConfig), chosen on held-out crops (experiments/refine_integer.py)."""
+    above the coarse ones (ModelConfig); refine_ladder "auto": measured with real files on the held-out photos
+    (vqcodec/ladder.py), and the measurement kept in training_report.json."""
     prior_from: str | None = None
     half: bool = False
     vq_qualities: int = 0
-    refine_ladder: tuple = ()
+    refine_ladder: tuple | str = ()
 
 
 PHASES = {"autoencoder": AutoencoderSettings, "ecvq": EcvqSettings, "coarse": CoarseSettings,
@@ -374,10 +375,13 @@ def run_phase(run: Run, phase: Phase) -> bool:
                 raise ValueError("export needs a prior phase before it (or prior_from)")
             tensors = load_file(str(run.out / priors[-1].name / "integer_prior.safetensors"))
             prior, coarse = IntegerPrior(run.cfg, tensors), coarse_codes(run)
-        weights, cfg = export_weights(run.autoencoder().cpu().eval(), s, run.train_paths(), prior, coarse)
+        from .holdout import split
+
+        weights, cfg, extra = export_weights(run.autoencoder().cpu().eval(), s, run.train_paths(), prior, coarse,
+                                             split(run.data)[1])
         folder = run.out / run.recipe.name
         report = dict(recipe=run.recipe.name, phases={k: v for k, v in run.state.items()},
-                      total_wall_s=sum(v.get("wall_s", 0) for v in run.state.values()))
+                      total_wall_s=sum(v.get("wall_s", 0) for v in run.state.values()), **extra)
         from .training_cli import export_model
 
         export_model(weights, cfg, report, folder)
@@ -393,35 +397,49 @@ def run_phase(run: Run, phase: Phase) -> bool:
     raise ValueError(f"unknown phase kind {phase.kind!r}")
 
 
-def export_weights(ae, s: ExportSettings, train_paths: list[Path], prior=None, coarse=None):
-    """A trained autoencoder -> (the model's weights file, its config with the qualities of s). prior and
-    coarse: the integer prior and coarse codes (None: those of s.prior_from). A model with refinement gets its
-    integer refinement, calibrated on 32 training crops of 128x128 (smaller where the photos are)."""
+def export_weights(ae, s: ExportSettings, train_paths: list[Path], prior=None, coarse=None, held=None):
+    """A trained autoencoder -> (the model's weights file, its config with the qualities of s, a report). prior
+    and coarse: the integer prior and coarse codes (None: those of s.prior_from). A model with refinement gets
+    its integer refinement, calibrated on 32 training crops of 128x128 (smaller where the photos are); with
+    refine_ladder "auto", its ladder is measured on the held-out photos held ([(path, kind)], ladder.py)."""
     from .codec import VQCodec, load_codec
 
-    cfg = dataclasses.replace(ae.cfg, vq_qualities=s.vq_qualities or ae.cfg.vq_qualities,
-                              refine_ladder=tuple((int(k), int(b)) for k, b in s.refine_ladder) or ae.cfg.refine_ladder)
     if s.prior_from is not None:
         source = load_codec(s.prior_from)
         prior, coarse = source.prior.to("cpu"), source.coarse_codes
         if any(not torch.equal(a.codebook, b.codebook.cpu()) for a, b in zip(ae.rvq.stages, source.autoencoder.rvq.stages)):
             raise ValueError(f"export: prior_from {s.prior_from} has other codebooks than this run's model")
-    refinement = None
-    if cfg.refine_levels:
+    refinement, report = None, {}
+    if ae.cfg.refine_levels:
         from .refine import integer_refinement
         from .train import random_crops
 
         try:
             crops = [c for c, _ in zip(random_crops(train_paths, 128, random.Random(1)), range(32))]
         except ValueError:   # photos smaller than 128x128 (a test's): the smallest crop the encoder takes
-            f = cfg.downsampling
+            f = ae.cfg.downsampling
             crops = [c for c, _ in zip(random_crops(train_paths, 4 * f, random.Random(1)), range(32))]
         x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
         scale = float(prior.t["codebooks"][0].double().abs().max() / ae.rvq.stages[0].codebook.abs().max()) / 16
         refinement = integer_refinement(ae, x, 2.0 ** round(math.log2(scale)))
-    ae.cfg = cfg
-    return VQCodec.serialize(ae, prior, coarse, refinement, half=s.half), cfg
+    if s.refine_ladder == "auto":
+        from PIL import Image
 
+        from . import ladder
+        from .holdout import load_holdout_image
+
+        if not ae.cfg.refine_levels or not held:
+            raise ValueError("export: refine_ladder auto needs a model with refinement and held-out photos")
+        ae.cfg = ladder.candidates(ae.cfg)
+        codec = VQCodec.from_bytes(VQCodec.serialize(ae, prior, coarse, refinement, half=s.half), ae.cfg)
+        points = ladder.measure(codec, [Image.fromarray(load_holdout_image(p, k)) for p, k in held])
+        vq, steps = ladder.choose(points)
+        report = dict(ladder_points=points, photos=len(held))
+    else:
+        vq = s.vq_qualities or ae.cfg.vq_qualities
+        steps = tuple((int(k), int(b)) for k, b in s.refine_ladder) or ae.cfg.refine_ladder
+    ae.cfg = dataclasses.replace(ae.cfg, vq_qualities=vq, refine_ladder=steps)
+    return VQCodec.serialize(ae, prior, coarse, refinement, half=s.half), ae.cfg, report
 
 def warm_start_prior(run: Run, folder: Path, s: PriorSettings) -> None:
     """Start this prior phase at an earlier one's final weights and Adam moments (step 0); stage-count biases
