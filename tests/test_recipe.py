@@ -253,3 +253,12 @@ def test_export_measures_the_ladder_on_held_out_photos_and_writes_16_bit_weights
     image = Image.open(target)
     top = codec.compress(image, codec.qualities[-1])
     assert codec.decompress(top).size == image.size
+
+
+def test_coarse_codes_from_a_shipped_model_need_its_stage_0(tiny):
+    path, out = tiny
+    recipe = json.loads(path.read_text())
+    recipe["phases"] = [dict(TINY_PHASES[0], steps=4, eval_every=0), {"phase": "coarse", "from_model": "vqf8-v13"}]
+    path.write_text(json.dumps(recipe))
+    res = CliRunner().invoke(cli, ["train", "--recipe", str(path), "--out", str(out), "--device", "cpu"])
+    assert res.exit_code == 1 and "Error: coarse: vqf8-v13's stage 0 is not this run's" in res.output

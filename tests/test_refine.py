@@ -280,3 +280,22 @@ def test_a_16_bit_refined_model_folder_works_through_the_cli(codec, photo, tmp_p
     vq.write_bytes(vq.read_bytes()[:-4])
     result = runner.invoke(cli, ["decompress", str(vq), str(tmp_path / "cut.png"), "--model", str(folder)])
     assert result.exit_code == 1 and result.output.startswith("Error: truncated .vq file (its refinement is incomplete")
+
+
+def test_the_decoder_phase_sees_refined_values_only_at_refined_levels():
+    from vqcodec.autoencoder import VQAutoencoder
+    from vqcodec.finetune import refined_input, refined_plans
+
+    torch.manual_seed(0)
+    model = VQAutoencoder(REFINED).eval()
+    with torch.no_grad():
+        model.refine.net[-1].weight.normal_(0, 0.05)
+        model.rvq(torch.randn(512, REFINED.latent_dim))          # k-means init of the codebooks
+    x = torch.rand(2, 3, 16, 16)
+    zq = torch.randn(2, REFINED.latent_dim, 4, 4)
+    stages, levels = torch.tensor([2, 3]), torch.tensor([0, 2])
+    z, codes = refined_input(model, x, zq, stages, levels)
+    d = REFINED.latent_dim
+    assert torch.equal(z[0, :d], zq[0]) and not z[0, d:].any() and int(codes[0]) == 2
+    assert int(codes[1]) == REFINED.decoder_level(2, 3) and z[1, d:].abs().sum() > 0
+    assert len(refined_plans(REFINED)) == REFINED.num_stages * REFINED.refine_levels

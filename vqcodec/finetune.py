@@ -4,7 +4,8 @@ the indices the codec writes, and those indices for the prior.
 - `fit_ecvq`: Lagrangian k-means (Chou, Lookabaugh and Gray, 1989) of the residual stages on training latents;
   each code gets an encoder-side cost lambda_s x L(c) (`code_cost`), which only the encoder reads.
 - `codec_pairs` / `finetune_decoder`: crops encoded as the codec encodes them (its beam search, each quality on
-  its own), and the decoder, stage gains and post-filter trained on exactly those indices.
+  its own), and the decoder, stage gains and post-filter trained on exactly those indices; a model with
+  refinement also at every (level, stages), its values rounded as the codec rounds them.
 - `own_beam_grids`: every crop as each stage count's own beam search codes it, the layout `train_prior` takes
   for a prior with stage-count biases.
 """
@@ -97,14 +98,31 @@ def quality_plans(cfg, coarse_codes: torch.Tensor | None) -> list[tuple[int, tor
     return out
 
 
+def refined_plans(cfg) -> list[tuple[int, int]]:
+    """A model with refinement: every (refinement level k, VQ stages b) it could offer, [(b, k)] (its ladder is
+    chosen at export, from all of them)."""
+    return [(b, k) for b in range(1, cfg.num_stages + 1) for k in range(1, cfg.refine_levels + 1)]
+
+
 @torch.no_grad()
 def codec_pairs(model: VQAutoencoder, coarse_codes, crops: torch.Tensor, per_crop: int, seed: int = 2,
-                batch: int = 64, beam: int = BEAM):
+                batch: int = 64, beam: int = BEAM, refine_share: float = 0.5):
     """Each crop at `per_crop` random qualities, encoded as the codec encodes (beam search, each quality on its
-    own) -> (rows (P,), plan ids (P,), indices (P, h, w, S) int16 with the stages a quality does not code 0)."""
+    own) -> (rows (P,), plan ids (P,), indices (P, h, w, S) int16 with the stages a quality does not code 0).
+    Plans: the model's qualities, then (with refinement) refined_plans, drawn with probability refine_share."""
     plans = quality_plans(model.cfg, coarse_codes)
+    refined = refined_plans(model.cfg) if model.cfg.refine_levels else []
     gen = torch.Generator().manual_seed(seed)
-    pairs = [(r, int(p)) for r in range(len(crops)) for p in torch.randperm(len(plans), generator=gen)[:per_crop]]
+
+    if refined:
+        def draw() -> int:
+            if float(torch.rand(1, generator=gen)) < refine_share:
+                return len(plans) + int(torch.randint(len(refined), (1,), generator=gen))
+            return int(torch.randint(len(plans), (1,), generator=gen))
+        pairs = [(r, draw()) for r in range(len(crops)) for _ in range(per_crop)]
+    else:   # distinct qualities per crop
+        pairs = [(r, int(p)) for r in range(len(crops)) for p in torch.randperm(len(plans), generator=gen)[:per_crop]]
+    plans = plans + [(b, None) for b, _ in refined]
     rows = torch.tensor([r for r, _ in pairs])
     plan_ids = torch.tensor([p for _, p in pairs])
     f = model.cfg.downsampling
@@ -147,6 +165,7 @@ class DecoderSettings:
     postfilter_lr_scale: float = 10.0   # the post-filter's step, relative (it starts at zero)
     loss: str = "log-mse"               # or "mse"; log-mse weighs every quality alike in dB
     qualities_per_crop: int = 2
+    refine_share: float = 0.5           # a model with refinement: the share of pairs at a refinement level
     checkpoint_minutes: float = 10.0
 
 
@@ -162,10 +181,14 @@ def finetune_decoder(model: VQAutoencoder, coarse_codes, crops: torch.Tensor, st
         rows, plan_ids, store = torch.load(pairs_path, weights_only=True)
     else:
         t0 = time.time()
-        rows, plan_ids, store = codec_pairs(model.eval(), coarse_codes, crops, st.qualities_per_crop)
+        rows, plan_ids, store = codec_pairs(model.eval(), coarse_codes, crops, st.qualities_per_crop,
+                                            refine_share=st.refine_share)
         torch.save((rows, plan_ids, store), pairs_path)
         log(f"codec indices for {len(rows)} crop-quality pairs in {time.time() - t0:.0f}s")
-    stages_of = torch.tensor([p[0] for p in quality_plans(cfg, coarse_codes)])
+    vq_plans = quality_plans(cfg, coarse_codes)
+    refined = refined_plans(cfg) if cfg.refine_levels else []
+    stages_of = torch.tensor([p[0] for p in vq_plans] + [b for b, _ in refined])
+    level_of = torch.tensor([0] * len(vq_plans) + [k for _, k in refined])      # refinement level, 0: none
     codebooks = torch.stack([vq.codebook.float() for vq in model.rvq.stages])          # (S, K, D)
     model.train()
     model.rvq.eval()
@@ -201,6 +224,9 @@ def finetune_decoder(model: VQAutoencoder, coarse_codes, crops: torch.Tensor, st
         vecs = codebooks[torch.arange(cfg.num_stages), idx]                             # (B, h, w, S, D)
         keep = (torch.arange(cfg.num_stages)[None] < stages[:, None]).float()          # (B, S)
         z = (vecs * keep[:, None, None, :, None]).sum(-2).permute(0, 3, 1, 2)          # (B, D, h, w)
+        levels = level_of[plan_ids[pick]]
+        if cfg.refine_levels:   # the refined values as the codec rounds them (the float model's means and scales)
+            z, stages = refined_input(model, crops[rows[pick]], z, stages, levels)
         out = model.decode(z, stages)
         mse = (out - crops[rows[pick]]).pow(2).mean((1, 2, 3))
         loss = mse.clamp_min(1e-10).log().mean() if st.loss == "log-mse" else mse.mean()
@@ -216,3 +242,22 @@ def finetune_decoder(model: VQAutoencoder, coarse_codes, crops: torch.Tensor, st
     checkpoint(done)
     model.eval()
     return done
+
+
+@torch.no_grad()
+def refined_input(model: VQAutoencoder, x: torch.Tensor, zq: torch.Tensor, stages: torch.Tensor,
+                  levels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The decoder's input for a batch of which some samples are at a refinement level: crops x (B, 3, H, W),
+    their VQ latents zq (B, D, h, w) of `stages` (B,), levels (B,) (0: none) -> (latents (B, D + R, h, w), the
+    decoder's level entries (B,)). A refined sample gets zq + the rounded residual and the R rounded values."""
+    cfg, d = model.cfg, model.cfg.latent_dim
+    z = torch.cat([zq, zq.new_zeros(zq.shape[0], cfg.refine_dim, *zq.shape[2:])], 1)
+    codes = stages.clone()
+    i = (levels > 0).nonzero()[:, 0]
+    if len(i):
+        z_all = model.encoder(x[i]).float()
+        r = torch.cat([z_all[:, :d] - zq[i], z_all[:, d:]], 1)
+        r_hat, _ = model.refine(r, zq[i], levels[i], stages[i], noise=False)
+        z[i] = torch.cat([zq[i] + r_hat[:, :d], r_hat[:, d:]], 1)
+        codes[i] = cfg.decoder_level(levels[i], stages[i])
+    return z, codes

@@ -34,9 +34,11 @@ RECIPE_VERSION = 1
 
 @dataclass(frozen=True)
 class CoarseSettings:
-    """Stage-0 codes in greedy order for the coarse quality levels (config coarse_sizes)."""
+    """Stage-0 codes in greedy order for the coarse quality levels (config coarse_sizes). from_model: take a
+    shipped model's instead (a model that froze its VQ side from it has the same stage 0; checked)."""
     crops: int = 256
     crop: int = 128
+    from_model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -322,8 +324,16 @@ def run_phase(run: Run, phase: Phase) -> bool:
 
         ae = run.autoencoder()
         count = max(run.cfg.coarse_sizes, default=0)
-        codes = (select_coarse_codes(ae, run.images(s.crop), count, crops=s.crops, crop=s.crop, device=run.device)
-                 if count else torch.zeros(0, dtype=torch.int64))
+        if s.from_model is not None:
+            from .codec import load_codec
+
+            source = load_codec(s.from_model)
+            if not torch.equal(source.autoencoder.rvq.stages[0].codebook.cpu(), ae.rvq.stages[0].codebook.cpu()):
+                raise ValueError(f"coarse: {s.from_model}'s stage 0 is not this run's")
+            codes = source.coarse_codes[:count].cpu()
+        else:
+            codes = (select_coarse_codes(ae, run.images(s.crop), count, crops=s.crops, crop=s.crop, device=run.device)
+                     if count else torch.zeros(0, dtype=torch.int64))
         torch.save(codes.cpu(), run.out / "coarse_codes.pt")
         run.finish(phase, codes=int(count), wall_s=round(time.time() - t0))
         return True
