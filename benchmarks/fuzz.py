@@ -105,11 +105,13 @@ SEED_STRIDE = 10 ** 7            # case k of --seed S: S * SEED_STRIDE + k
 FIXED_SIZE = struct.calcsize("<IIBBBBBH")   # width, height, mode, depth, quality, stages, log2 f, tile: 15 bytes
 MAX_CASE_BYTES = 16 << 10        # mutations that grow a file stop here: 1.7 x the largest corpus file
 KODAK = ROOT / "benchmarks" / "kodak" / "kodim23.png"
-# The tiny model of issue 9 (channels 8/16, latent 4, 16 codes, 3 stages) plus two coarse levels, so that
-# the coarse alphabets are fuzzed too. Qualities 1..5: stage 0 limited to 4 or 8 codes, then 1, 2, 3 full stages.
+# The tiny model of issue 9 (channels 8/16, latent 4, 16 codes, 3 stages) plus two coarse levels and two refined
+# levels, so that the coarse alphabets and the refinement (format 3) are fuzzed too. Qualities 1..7: stage 0
+# limited to 4 or 8 codes, then 1, 2, 3 full stages, then refinement level 1 on 2 stages and level 2 on 3.
 TINY_CONFIG = dict(name="tiny-fuzz", channels=(8, 16), latent_dim=4, codebook_size=16, num_stages=3,
                    prior_hidden=8, coarse_sizes=(4, 8), transform="conv", stage_gains=False, postfilter=0,
-                   prior_stage_count=False, stage0_prior_kernel=0, stage0_prior_passes=0)
+                   prior_stage_count=False, stage0_prior_kernel=0, stage0_prior_passes=0, refine_levels=2,
+                   refine_dim=4, refine_hidden=8, vq_qualities=3, refine_ladder=((1, 2), (2, 3)))
 INTERESTING_U32 = [0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 63, 64, 65, 127, 128, 129, 255, 256, 511, 512, 513, 1023,
                    1024, 1025, 4095, 4096, 11585, 16383, 16384, 32767, 32768, 65534, 65535, 65536, 1 << 20,
                    (1 << 31) - 1, 1 << 31, (1 << 32) - 1]
@@ -169,8 +171,8 @@ def _image(rng: np.random.Generator, w: int, h: int, kind: str, meta: bool, sour
     return im
 
 
-# (width, height, mode, quality, tile, metadata); qualities are those of the tiny model (1..5). For the
-# shipped model (1..12) the quality is scaled: q -> (1, 2, 3, 7, 12)[q - 1].
+# (width, height, mode, quality, tile, metadata); qualities are those of the tiny model (1..7; 6 and 7 refined).
+# For another model the quality is scaled: q -> (1, 2, 3, 7, 12)[q - 1], 6 and 7 -> its top quality.
 CORPUS_SPECS = [
     (1, 1, "RGB", 5, 128, False),
     (1, 1, "RGBA", 1, 128, True),
@@ -187,6 +189,8 @@ CORPUS_SPECS = [
     (520, 9, "L", 2, 32, False),           # 5 x 1 tiles
     (9, 400, "RGB", 5, 32, False),         # 1 x 4 tiles, 3 stages
     (300, 200, "L", 3, 64, True),          # 2 x 1 tiles of 64
+    (37, 29, "RGB", 6, 128, True),         # refined, one tile
+    (132, 129, "RGBA", 7, 32, False),      # refined, 2 x 2 tiles, alpha
 ]
 
 
@@ -206,8 +210,8 @@ def build_corpus(codec, model: str = "tiny") -> list[CorpusFile]:
     old_tile = codec_module.TILE
     try:
         for w, h, kind, q, tile, meta in CORPUS_SPECS:
-            if top != 5:
-                q = min(top, (1, 2, 3, 7, 12)[q - 1])
+            if model != "tiny":
+                q = min(top, (1, 2, 3, 7, 12, top, top)[q - 1])
             codec_module.TILE = tile
             data = codec.compress(_image(rng, w, h, kind, meta, source), q)
             head = container.unpack(data)
@@ -256,6 +260,7 @@ class Layout:
     tile_sizes: list = field(default_factory=list)
     crcs_at: int = 0
     head_crc_at: int = 0
+    rows: int = 0                                       # stages, and one more with a refinement
 
     @property
     def body_at(self) -> int:
@@ -283,6 +288,8 @@ def read_layout(data: bytes) -> Layout | None:
         fields = dict(zip([f[0] for f in FIELD_FORMAT], values))
         lay = Layout(7, n, fixed_at, fields)
         pos = fixed_at + FIXED_SIZE
+        if flags & container.FLAG_REFINE:
+            pos += 2                                    # refinement level, values per position
         for flag in (container.FLAG_METADATA, container.FLAG_ALPHA):
             if flags & flag:
                 length, end = _lenient_varint(data, pos)
@@ -297,12 +304,13 @@ def read_layout(data: bytes) -> Layout | None:
             return None
         lay.tile_sizes = [(min(y + tile, gh) - y) * (min(x + tile, gw) - x)
                           for y in range(0, gh, tile) for x in range(0, gw, tile)]
-        for _ in range(stages * lay.ntiles):
+        lay.rows = stages + (1 if flags & container.FLAG_REFINE else 0)
+        for _ in range(lay.rows * lay.ntiles):
             value, end = _lenient_varint(data, pos)
             lay.table.append((pos, end - pos, value))
             pos = end
         lay.crcs_at = pos
-        lay.head_crc_at = pos + 4 * stages
+        lay.head_crc_at = pos + 4 * lay.rows
         return lay
     except (IndexError, struct.error):
         return None
@@ -323,8 +331,7 @@ def recrc(data: bytes) -> bytes:
     for _, _, length, crc_at in lay.sections:
         put(crc_at, zlib.crc32(bytes(out[pos:pos + length])))
         pos += length
-    stages = lay.fields["stages"]
-    for s in range(stages):
+    for s in range(lay.rows):
         words = sum(v for _, _, v in lay.table[s * lay.ntiles:(s + 1) * lay.ntiles])
         put(lay.crcs_at + 4 * s, zlib.crc32(bytes(out[pos:pos + 4 * words])))
         pos += 4 * words
@@ -343,15 +350,19 @@ class Parts:
     fields: dict
     metadata: bytes
     alpha: bytes
-    streams: list                                       # [stage][tile] -> bytes
+    streams: list                                       # [row][tile] -> bytes: the stages, then the refinement
+    refine: bytes = b""                                 # refinement level and values per position (flag bit 2)
 
     @classmethod
     def of(cls, data: bytes) -> "Parts":
         head = container.unpack(data)
-        sec = container.sections(data, head, head.complete_stages)
+        whole = head.refine_complete and head.complete_stages == head.stages
+        sec = container.sections(data, head, head.complete_stages, refinement=whole)
         lay = read_layout(data)
+        refine = bytes([head.refine_level, head.refine_values]) if head.refine_level else b""
         return cls(data[4], data[5], head.model_name.encode(), data[6], head.model_hash, dict(lay.fields),
-                   sec.metadata, sec.alpha, [list(row) for row in sec.streams])
+                   sec.metadata, sec.alpha, [list(row) for row in sec.streams] + ([sec.refinement] if whole else []),
+                   refine)
 
     def grid_tiles(self) -> list[int] | None:
         f = self.fields
@@ -370,6 +381,8 @@ class Parts:
         head += struct.pack("<IIBBBBBH", f["width"] & 0xFFFFFFFF, f["height"] & 0xFFFFFFFF, f["mode"] & 255,
                             f["depth"] & 255, f["quality"] & 255, f["stages"] & 255, f["log2f"] & 255,
                             f["tile"] & 0xFFFF)
+        if self.flags & container.FLAG_REFINE:
+            head += (self.refine + bytes(2))[:2]
         body = b""
         for flag, section in ((container.FLAG_METADATA, self.metadata), (container.FLAG_ALPHA, self.alpha)):
             if self.flags & flag:
@@ -433,8 +446,7 @@ def _boundaries(data: bytes) -> list[int]:
     for _, _, length, _ in lay.sections:
         pos += length
         cuts.append(pos)
-    stages = lay.fields["stages"]
-    for s in range(stages):
+    for s in range(lay.rows):
         for _, _, v in lay.table[s * lay.ntiles:(s + 1) * lay.ntiles]:
             pos += 4 * v
             cuts.append(pos)
@@ -1671,11 +1683,10 @@ CLI_EXIF_BASES = ("37x29-RGB", "7x5-LA", "1x1-RGBA", "2x3-L", "144x144-RGBA", "3
 
 def export_model_dir(codec, folder: Path) -> Path:
     """`codec`'s model written as a model folder (what `--model DIR` takes), for the CLI runs."""
-    from vqcodec.codec import VQCodec
     from vqcodec.training_cli import export_model
     path = Path(folder) / codec.cfg.name
     if not (path / "model.safetensors").exists():
-        export_model(VQCodec.serialize(codec.autoencoder, codec.prior, codec.coarse_codes), codec.cfg, {}, path)
+        export_model(codec.to_bytes(), codec.cfg, {}, path)
     return path
 
 

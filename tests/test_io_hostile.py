@@ -277,3 +277,22 @@ def test_the_target_size_search_is_in_the_library(tiny_model_dir, photo_like):
     assert len(data) <= sizes[2] and vqcodec.read_info(data).quality == max(q for q, n in sizes.items() if n <= sizes[2])
     with pytest.raises(ValueError, match="no quality fits"):
         vqcodec.compress_to_size(photo_like, target_size=10, model=tiny_model_dir)
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "PNG", "JPEG", "WEBP"])
+def test_a_decoded_image_is_never_rotated_by_an_orientation_in_its_exif(fmt, tmp_path):
+    """A .vq file stores upright pixels and orientation 1; one crafted with another orientation must not make
+    viewers rotate the decoded image: the written EXIF says 1, with a note."""
+    import io
+
+    from vqcodec.images import save_image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    im = Image.new("RGB", (37, 29), (10, 20, 30))
+    im.info["exif"] = exif.tobytes()
+    notes, buf = [], io.BytesIO()
+    save_image(im, buf, fmt, notes)
+    back = Image.open(io.BytesIO(buf.getvalue()))
+    assert back.size == (37, 29) and back.getexif().get(0x0112, 1) == 1
+    assert notes == ["the file's EXIF orientation 6 was set to 1 (the image is upright)"]

@@ -108,6 +108,11 @@ class VQCodec:
             tensors["coarse.codes"] = coarse_codes.to(torch.int32).cpu().contiguous()
         return save_safetensors(tensors, metadata={"config": json.dumps(autoencoder.cfg.to_dict())})
 
+    def to_bytes(self, half: bool = False) -> bytes:
+        """This model's weights file (serialize with its prior, coarse codes and refinement)."""
+        return self.serialize(self.autoencoder, self.prior, self.coarse_codes,
+                              None if self.refiner is None else self.refiner.refine, half=half)
+
     @classmethod
     def from_bytes(cls, weights: bytes, config: ModelConfig, device: str = "cpu") -> "VQCodec":
         tensors = load_safetensors(weights)

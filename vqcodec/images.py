@@ -308,6 +308,13 @@ def save_image(im: Image.Image, fp, fmt: str, notes: list | None = None) -> None
     if exif and fmt == "TIFF" and not _exif_readable(exif):  # the TIFF writer parses EXIF; the others copy it
         notes.append("the file's EXIF is damaged: TIFF cannot hold it, left out")
         exif = None
+    if exif and fmt != "PPM" and _exif_readable(exif):
+        parsed = Image.Exif()
+        parsed.load(exif)
+        if parsed.get(0x0112, 1) != 1:   # the pixels are upright (a .vq file's EXIF says 1): never rotated twice
+            notes.append(f"the file's EXIF orientation {parsed.get(0x0112)} was set to 1 (the image is upright)")
+            parsed[0x0112] = 1
+            exif = parsed.tobytes()
     if fmt == "JPEG" and exif and len(exif) > JPEG_MARKER_BYTES:
         notes.append(f"the EXIF ({len(exif)} bytes) is longer than a JPEG marker holds: left out")
         exif = None
