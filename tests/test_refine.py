@@ -299,3 +299,23 @@ def test_the_decoder_phase_sees_refined_values_only_at_refined_levels():
     assert torch.equal(z[0, :d], zq[0]) and not z[0, d:].any() and int(codes[0]) == 2
     assert int(codes[1]) == REFINED.decoder_level(2, 3) and z[1, d:].abs().sum() > 0
     assert len(refined_plans(REFINED)) == REFINED.num_stages * REFINED.refine_levels
+
+
+def test_a_refined_file_opens_in_pillow_and_gives_its_indices(codec, photo, tmp_path):
+    import io
+
+    from vqcodec import pillow
+    from vqcodec.training_cli import export_model
+
+    data = codec.compress(photo, 5)
+    h = unpack(data)
+    assert tuple(codec.read_indices(data).shape) == (*h.grid, h.stages)
+    folder = tmp_path / REFINED.name
+    export_model(codec.to_bytes(), REFINED, {}, folder)
+    assert VQCodec.load(folder).model_hash == codec.model_hash
+    pillow.register(model=folder)
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            assert np.array_equal(np.asarray(im.convert("RGB")), np.asarray(codec.decompress(data).convert("RGB")))
+    finally:
+        pillow.register()
