@@ -12,11 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
-from vqcodec.autoencoder import VQAutoencoder
-from vqcodec.config import ModelConfig
 from vqcodec.holdout import split
 from vqcodec.recipe import ExportSettings, export_weights
-from vqcodec.train import load_checkpoint
+from vqcodec.train import load_autoencoder
 from vqcodec.training_cli import export_model
 
 
@@ -28,11 +26,7 @@ def main():
     ap.add_argument("--vq-qualities", type=int, default=0)
     ap.add_argument("--ladder", nargs="*", default=[])
     args = ap.parse_args()
-    state = load_checkpoint(Path(args.checkpoint), "cpu")
-    ae = VQAutoencoder(ModelConfig.from_dict(state["config"]))
-    ae.load_state_dict(state["model"])
-    for vq in ae.rvq.stages:
-        vq.initialized.fill_(True)
+    ae, state = load_autoencoder(args.checkpoint)
     ladder = tuple(tuple(int(v) for v in p.split(",")) for p in args.ladder)
     settings = ExportSettings(prior_from="vqf8-v13", half=True, vq_qualities=args.vq_qualities, refine_ladder=ladder)
     weights, cfg = export_weights(ae.eval(), settings, split(args.data)[0])

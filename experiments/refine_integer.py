@@ -18,14 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vqcodec.autoencoder import VQAutoencoder
 from vqcodec.codec import VQCodec
 from vqcodec.coding import IndexCoder
-from vqcodec.config import ModelConfig
 from vqcodec.holdout import split, validation_crops
 from vqcodec.prior import IntegerPrior
 from vqcodec.refine import IntegerRefinement
-from vqcodec.train import load_checkpoint, psnr, random_crops
+from vqcodec.train import load_autoencoder, psnr, random_crops
 
 
 def int_latent(prior: IntegerPrior, idx: torch.Tensor, b: int) -> torch.Tensor:
@@ -41,11 +39,8 @@ def main():
     ap.add_argument("--json")
     args = ap.parse_args()
     torch.manual_seed(0)
-    state = load_checkpoint(Path(args.checkpoint), "cpu")
-    cfg = ModelConfig.from_dict(state["config"])
-    model = VQAutoencoder(cfg)
-    model.load_state_dict(state["model"])
-    model.eval()
+    model, state = load_autoencoder(args.checkpoint)
+    cfg = model.cfg
     v13 = VQCodec.load("models/vqf8-v13")
     prior = v13.prior
     input_scale = float(prior.t["codebooks"][0].double().abs().max() /

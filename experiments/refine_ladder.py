@@ -11,11 +11,9 @@ import argparse
 import json
 from pathlib import Path
 
-from vqcodec.autoencoder import VQAutoencoder
-from vqcodec.config import ModelConfig
 from vqcodec.holdout import split
 from vqcodec.recipe import ExportSettings, export_weights
-from vqcodec.train import load_checkpoint
+from vqcodec.train import load_autoencoder
 
 
 def main():
@@ -24,11 +22,7 @@ def main():
     ap.add_argument("--data", default="../shared/data/train")
     ap.add_argument("--json")
     args = ap.parse_args()
-    state = load_checkpoint(Path(args.checkpoint), "cpu")
-    ae = VQAutoencoder(ModelConfig.from_dict(state["config"]))
-    ae.load_state_dict(state["model"])
-    for vq in ae.rvq.stages:
-        vq.initialized.fill_(True)
+    ae, state = load_autoencoder(args.checkpoint)
     train, held = split(args.data)
     _, cfg, report = export_weights(ae.eval(), ExportSettings(prior_from="vqf8-v13", half=True, refine_ladder="auto"),
                                     train, held=held)

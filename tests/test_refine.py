@@ -12,7 +12,6 @@ from PIL import Image
 
 from vqcodec import container
 from vqcodec.codec import VQCodec
-from vqcodec.coding import RefinementCoder
 from vqcodec.config import ModelConfig
 from vqcodec.container import FormatError, Header, TruncatedError, pack, sections, unpack
 from vqcodec.entropy import TableSet

@@ -137,6 +137,16 @@ def load_checkpoint(path: Path, device: str) -> dict | None:
     return best
 
 
+def load_autoencoder(path: str | Path, device: str = "cpu") -> tuple[VQAutoencoder, dict]:
+    """An autoencoder phase's checkpoint (whole or in parts) -> (its model, in eval mode, and the whole state)."""
+    state = load_checkpoint(Path(path), device)
+    if state is None:
+        raise ValueError(f"no complete checkpoint at {path}")
+    model = VQAutoencoder(ModelConfig.from_dict(state["config"]))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), state
+
+
 def checkpoint_files(path: Path) -> list[Path]:
     """`path` itself if it exists, and every file path.partIofN."""
     pattern = re.compile(re.escape(path.name) + r"\.part\d+of\d+")
