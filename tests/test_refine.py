@@ -318,3 +318,14 @@ def test_a_refined_file_opens_in_pillow_and_gives_its_indices(codec, photo, tmp_
             assert np.array_equal(np.asarray(im.convert("RGB")), np.asarray(codec.decompress(data).convert("RGB")))
     finally:
         pillow.register()
+
+
+def test_a_layer_whose_sums_could_pass_2_to_the_24_runs_in_float64_and_stays_exact():
+    t = integer_refinement(hidden=48).tensors()
+    t["conv2.weight"] = torch.full_like(t["conv2.weight"], 127)       # 48 x 9 x 127 x 255 > 2**24
+    t["conv2.mult"] = torch.ones_like(t["conv2.mult"])
+    r = IntegerRefinement(t)
+    assert r.w["conv1"].dtype == torch.float32 and r.w["conv2"].dtype == torch.float64
+    x = torch.from_numpy(np.random.default_rng(4).integers(-127, 128, (1, 4, 6, 5)))
+    want, got = reference_tables(r, x, 1, 1), r.mean_table(x, 1, 1)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])

@@ -114,9 +114,11 @@ def gaussian_tables() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _int_conv(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Exact integer 3x3 convolution (zero padding): x (B, C, h, w) int64, w (O, C, 3, 3) float64 -> int64."""
+    """Exact integer 3x3 convolution (zero padding): x (B, C, h, w) int64, w (O, C, 3, 3) integer-valued float32
+    or float64 -> int64. Exact when every partial sum is an integer below 2**24 (float32) or 2**53 (float64) in
+    magnitude, whatever the summation order: IntegerRefinement picks the type per layer from its weights."""
     with torch.autocast(x.device.type, enabled=False):
-        return F.conv2d(x.double(), w, padding=w.shape[-1] // 2).to(torch.int64)
+        return F.conv2d(x.to(w.dtype), w, padding=w.shape[-1] // 2).to(torch.int64)
 
 
 class IntegerRefinement:
@@ -134,10 +136,11 @@ class IntegerRefinement:
         self.w = {}
         for name, max_input in zip(self.LAYERS, (127, 255, 255)):
             w = self.t[f"{name}.weight"]
-            bound = (int(w.abs().flatten(1).sum(1).max()) * max_input + int(self.t[f"{name}.bias"].abs().max()))
+            partial = int(w.abs().flatten(1).sum(1).max()) * max_input   # the largest |partial sum| of the conv
+            bound = partial + int(self.t[f"{name}.bias"].abs().max())
             if bound * int(self.t[f"{name}.mult"].abs().max()) >= 1 << 62 or bound >= _ACC_LIMIT:
                 raise ValueError(f"refinement {name}: weights too large for exact evaluation")
-            self.w[name] = w.double()
+            self.w[name] = w.float() if partial < 1 << 24 else w.double()
         freqs, halves = self.t["table_freqs"].cpu().numpy(), self.t["table_halves"].cpu().numpy()
         ends = np.cumsum(2 * halves + 1)
         if len(halves) != SCALE_HI - SCALE_LO + 1 or ends[-1] != len(freqs) or (freqs < 1).any():
