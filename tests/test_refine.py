@@ -321,8 +321,8 @@ def test_a_refined_file_opens_in_pillow_and_gives_its_indices(codec, photo, tmp_
 
 
 def test_a_layer_whose_sums_could_pass_2_to_the_24_runs_in_float64_and_stays_exact():
-    t = integer_refinement(hidden=48).tensors()
-    t["conv2.weight"] = torch.full_like(t["conv2.weight"], 127)       # 48 x 9 x 127 x 255 > 2**24
+    t = integer_refinement(hidden=64).tensors()
+    t["conv2.weight"] = torch.full_like(t["conv2.weight"], 127)       # 64 x 9 x 127 x 255 > 2**24
     t["conv2.mult"] = torch.ones_like(t["conv2.mult"])
     r = IntegerRefinement(t)
     assert r.w["conv1"].dtype == torch.float32 and r.w["conv2"].dtype == torch.float64
