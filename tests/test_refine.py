@@ -329,3 +329,14 @@ def test_a_layer_whose_sums_could_pass_2_to_the_24_runs_in_float64_and_stays_exa
     x = torch.from_numpy(np.random.default_rng(4).integers(-127, 128, (1, 4, 6, 5)))
     want, got = reference_tables(r, x, 1, 1), r.mean_table(x, 1, 1)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_the_ladder_keeps_the_vq_prefix_then_the_refined_hull():
+    from vqcodec.ladder import choose, upper_hull
+
+    pts = [dict(k=0, b=1, bpp=0.1, psnr=25.0), dict(k=0, b=2, bpp=0.2, psnr=27.5), dict(k=0, b=3, bpp=0.3, psnr=28.4),
+           dict(k=1, b=1, bpp=0.35, psnr=29.5), dict(k=1, b=2, bpp=0.40, psnr=29.4),     # dominated
+           dict(k=2, b=1, bpp=0.6, psnr=31.5), dict(k=2, b=2, bpp=0.7, psnr=31.6),       # under the chord
+           dict(k=3, b=2, bpp=1.0, psnr=33.5)]
+    assert [(p["k"], p["b"]) for p in upper_hull(pts)] == [(0, 1), (0, 2), (1, 1), (2, 1), (3, 2)]
+    assert choose(pts) == (2, ((1, 1), (2, 1), (3, 2)))
