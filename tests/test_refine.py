@@ -340,3 +340,12 @@ def test_the_ladder_keeps_the_vq_prefix_then_the_refined_hull():
            dict(k=3, b=2, bpp=1.0, psnr=33.5)]
     assert [(p["k"], p["b"]) for p in upper_hull(pts)] == [(0, 1), (0, 2), (1, 1), (2, 1), (3, 2)]
     assert choose(pts) == (2, ((1, 1), (2, 1), (3, 2)))
+
+
+def test_the_ladder_skips_near_duplicate_rates_and_takes_points_just_under_the_hull():
+    from vqcodec.ladder import choose
+
+    pts = [dict(k=0, b=1, bpp=0.1, psnr=25.0), dict(k=0, b=2, bpp=0.2, psnr=27.0), dict(k=0, b=3, bpp=0.3, psnr=28.97),
+           dict(k=1, b=1, bpp=0.4, psnr=31.0), dict(k=1, b=2, bpp=0.41, psnr=31.05), dict(k=2, b=1, bpp=0.6, psnr=33.0)]
+    # VQ 3 is 0.03 dB under the hull: kept; (1, 2) is 2.5 % above (1, 1): skipped
+    assert choose(pts) == (3, ((1, 1), (2, 1)))

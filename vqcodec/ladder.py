@@ -2,8 +2,9 @@
 
 Every VQ level and every (refinement level k, VQ stages b) is a candidate. Each is measured by compressing the
 held-out photos (vqcodec/holdout.txt; clean ones downscaled 2x) at the default effort: mean bpp of whole files,
-mean PSNR. The ladder keeps the VQ levels up to the last one on the upper convex hull of (bpp, PSNR), so that
-the low qualities stay progressive prefixes of one another, then the hull's refined points above it.
+mean PSNR. The ladder keeps the VQ levels up to the last one on (or within 0.05 dB of) the upper convex hull of
+(bpp, PSNR), so that the low qualities stay progressive prefixes of one another, then the hull's refined points
+above it, each at least 8 % more bits than the one before (no near-duplicate qualities).
 """
 from __future__ import annotations
 
@@ -55,9 +56,26 @@ def upper_hull(points: list[dict]) -> list[dict]:
     return out
 
 
-def choose(points: list[dict]) -> tuple[int, tuple[tuple[int, int], ...]]:
-    """Measured points -> (vq_qualities, refine_ladder) for ModelConfig."""
+def below_hull(points: list[dict], p: dict) -> float:
+    """How far (dB) point p lies under the upper hull of points, at its rate (0 on the hull, or beyond its ends)."""
     top = upper_hull(points)
-    vq = max([p["b"] for p in top if p["k"] == 0], default=1)
-    vq_bpp = next(p["bpp"] for p in points if p["k"] == 0 and p["b"] == vq)
-    return vq, tuple((p["k"], p["b"]) for p in top if p["k"] and p["bpp"] > vq_bpp)
+    for lo, hi in zip(top, top[1:]):
+        if lo["bpp"] <= p["bpp"] <= hi["bpp"]:
+            t = (p["bpp"] - lo["bpp"]) / max(hi["bpp"] - lo["bpp"], 1e-12)
+            return max(0.0, lo["psnr"] + t * (hi["psnr"] - lo["psnr"]) - p["psnr"])
+    return 0.0
+
+
+def choose(points: list[dict], tolerance_db: float = 0.05, min_step: float = 0.08) -> tuple[int, tuple]:
+    """Measured points -> (vq_qualities, refine_ladder) for ModelConfig. Points within tolerance_db of the upper
+    hull count as on it; the VQ levels are kept up to the last such one; above its rate, the refined points on
+    the hull, each at least min_step (relative) more bits than the one before, and better."""
+    near = [p for p in points if below_hull(points, p) <= tolerance_db]
+    vq = max([p["b"] for p in near if p["k"] == 0], default=1)
+    last = next(p for p in points if p["k"] == 0 and p["b"] == vq)
+    ladder = []
+    for p in sorted((p for p in near if p["k"]), key=lambda p: (p["bpp"], -p["psnr"])):
+        if p["bpp"] >= last["bpp"] * (1 + min_step) and p["psnr"] > last["psnr"]:
+            ladder.append((p["k"], p["b"]))
+            last = p
+    return vq, tuple(ladder)
