@@ -65,7 +65,8 @@ def main() -> None:
                                                       + (["--model", args.model] if args.model else []),
                                                       check=True, env=env), args.repeat)
         proc_dec = median_time(lambda: subprocess.run(base + ["decompress", str(vq), str(png), "--force",
-                                                              "--quiet", "--device", args.device],
+                                                              "--quiet", "--device", args.device]
+                                                      + (["--model", args.model] if args.model else []),
                                                       check=True, env=env), args.repeat)
         import_s = median_time(lambda: subprocess.run([sys.executable, "-c", "import torch"], check=True), 3)
 

@@ -29,7 +29,7 @@ def main():
     ae, state = load_autoencoder(args.checkpoint)
     ladder = tuple(tuple(int(v) for v in p.split(",")) for p in args.ladder)
     settings = ExportSettings(prior_from="vqf8-v13", half=True, vq_qualities=args.vq_qualities, refine_ladder=ladder)
-    weights, cfg = export_weights(ae.eval(), settings, split(args.data)[0])
+    weights, cfg, _ = export_weights(ae.eval(), settings, split(args.data)[0])
     export_model(weights, cfg, dict(snapshot_of=args.checkpoint, step=state["step"], elapsed_s=state["elapsed_s"]),
                  Path(args.out))
     print(json.dumps(dict(out=args.out, step=state["step"], mb=round(len(weights) / 1e6, 2))))
