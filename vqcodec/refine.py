@@ -148,7 +148,6 @@ class IntegerRefinement:
         from .entropy import TableSet   # the coder (constriction) only where files are coded, not in training
 
         self.table_set = TableSet([freqs[e - 2 * h - 1:e] for e, h in zip(ends, halves)])
-        self.halves = halves
 
     @classmethod
     def from_float(cls, refine: ScalarRefinement, input_scale: float, calibration: torch.Tensor,
@@ -183,6 +182,11 @@ class IntegerRefinement:
         freqs, halves = gaussian_tables()
         t["table_freqs"], t["table_halves"] = torch.from_numpy(freqs), torch.from_numpy(halves)
         return cls({k: v.to(torch.int64) for k, v in t.items()})
+
+    @property
+    def halves(self) -> np.ndarray:
+        """(tables,) each table's half-width T: its symbols are -T..T."""
+        return self.table_set.halves
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return dict(self.t)
