@@ -135,6 +135,17 @@ def test_a_done_phase_with_other_settings_is_refused(tiny):
     path.write_text(json.dumps(recipe))
     res = CliRunner().invoke(cli, ["train", "--recipe", str(path), "--out", str(out)])
     assert res.exit_code == 0 and ": done" in res.output, res.output
+    # so is a model config field added since the run folder was made, at its default ...
+    saved = json.loads((out / "recipe.json").read_text())
+    del saved["model"]["refine_ladder"], saved["model"]["vq_qualities"]
+    (out / "recipe.json").write_text(json.dumps(saved))
+    res = CliRunner().invoke(cli, ["train", "--recipe", str(path), "--out", str(out)])
+    assert res.exit_code == 0 and ": done" in res.output, res.output
+    # ... but another model is not
+    recipe["model"] = dict(TINY_MODEL, latent_dim=6)
+    path.write_text(json.dumps(recipe))
+    res = CliRunner().invoke(cli, ["train", "--recipe", str(path), "--out", str(out)])
+    assert res.exit_code == 1 and "belongs to a recipe with another model; use another --out" in res.output
 
 
 @pytest.mark.parametrize("change, message", [

@@ -492,7 +492,7 @@ def run_recipe(recipe: Recipe, out: Path, data: Path | None = None, device: str 
     out.mkdir(parents=True, exist_ok=True)
     saved = out / "recipe.json"
     mine = json.dumps(recipe_dict(recipe), indent=2) + "\n"
-    if saved.exists() and json.loads(saved.read_text()).get("model") != json.loads(mine)["model"]:
+    if saved.exists() and not same_model(json.loads(saved.read_text()), recipe):
         raise ValueError(f"{out} belongs to a recipe with another model; use another --out")
     if rank == 0:
         saved.write_text(mine)
@@ -509,6 +509,16 @@ def run_recipe(recipe: Recipe, out: Path, data: Path | None = None, device: str 
             log(f"time limit: phase {p.name} stopped with a checkpoint; the same command resumes it")
             return False
     return True
+
+
+def same_model(saved: dict, recipe: Recipe) -> bool:
+    """Whether a run folder's saved recipe describes `recipe`'s model. Both are read through ModelConfig, so a
+    field that a later vqcodec added (with a default) does not orphan a run folder that predates it."""
+    try:
+        theirs = ModelConfig.from_dict({**saved.get("model", {}), "name": recipe.name}, partial=True)
+    except (ValueError, TypeError, AttributeError):
+        return False
+    return theirs.to_dict() == recipe.model.to_dict()
 
 
 def init_distributed(device: str) -> tuple[str, int, int]:
