@@ -210,6 +210,22 @@ def test_every_quality_round_trips_and_the_refined_ones_say_so(codec, photo):
         assert np.array_equal(np.asarray(out), np.asarray(codec.decompress(data)))
 
 
+def test_a_refined_image_runs_the_encoder_once_alone_or_in_tiles(codec, photo, monkeypatch):
+    import vqcodec.codec as codec_module
+
+    calls = []
+    hook = codec.autoencoder.encoder.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        codec.compress(photo, 5)
+        assert len(calls) == 1
+        monkeypatch.setattr(codec_module, "TILE", 32)      # 32 positions x 4 pixels: 3 x 2 tiles here
+        calls.clear()
+        big = Image.fromarray(np.random.default_rng(5).integers(0, 255, (200, 300, 3), dtype=np.uint8))
+        assert unpack(codec.compress(big, 5)).num_tiles == 6 and len(calls) == 6
+    finally:
+        hook.remove()
+
+
 def test_a_refined_file_decodes_its_stages_alone_and_refuses_other_levels(codec, photo):
     data = codec.compress(photo, 5)                       # refinement level 3 on 3 stages
     assert codec.decompress(data, quality=2).size == photo.size

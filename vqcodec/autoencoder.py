@@ -237,14 +237,17 @@ class VQAutoencoder(nn.Module):
         first_codes: (M,) the only codes stage 0 may use (a coarse quality level); None = all.
         beam: the residual quantizer's search (ResidualVQ.encode): 1 = greedy nearest codes.
         """
-        z = self.vq_latent(x)
-        b, _, h, w = z.shape
-        return self.rvq.encode(self._flatten(z), num_stages, first_codes, beam).reshape(b, h, w, num_stages)
+        return self.encode_with_values(x, num_stages, first_codes, beam)[0]
 
     @torch.no_grad()
-    def encode_latent(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> all the encoder's values (B, D + R, h, w): the quantized ones, then the refined ones."""
-        return self.encoder(x)
+    def encode_with_values(self, x: torch.Tensor, num_stages: int, first_codes: torch.Tensor | None = None,
+                           beam: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """encode_indices, and the encoder's values it quantized, from one run of the encoder -> (indices
+        (B, h, w, q) int64, all the encoder's values (B, D + R, h, w): the quantized ones, then the refined ones)."""
+        z_all = self.encoder(x)
+        z = z_all[:, :self.cfg.latent_dim]
+        b, _, h, w = z.shape
+        return self.rvq.encode(self._flatten(z), num_stages, first_codes, beam).reshape(b, h, w, num_stages), z_all
 
     @torch.no_grad()
     def decode_indices(self, indices: torch.Tensor, refined: torch.Tensor | None = None, level: int = 0) -> torch.Tensor:

@@ -315,23 +315,28 @@ class VQCodec:
             # one tile: padded here and batched; larger: padded tile by tile (no second whole-image copy)
             arrays.append(pad_to_multiple(arr, self.cfg.downsampling) if header.num_tiles == 1 else arr)
         indices: list[torch.Tensor] = [None] * len(arrays)  # type: ignore[list-item]
+        values: list[torch.Tensor | None] = [None] * len(arrays)  # what the refinement codes, if it does
         with timer(timings, "network_s"):
             single = [i for i, h in enumerate(headers) if h.num_tiles == 1]
             for members in _same_shape_groups([arrays[i].shape for i in single]):
                 members = [single[m] for m in members]
                 x = _to_input(np.stack([arrays[i] for i in members]), self.device)    # (B, 3, H, W)
-                batch_indices = self.autoencoder.encode_indices(x, stages, first_codes, beam=beam)  # (B, h, w, S)
-                for j, i in enumerate(members):
+                batch_indices, z = self.autoencoder.encode_with_values(x, stages, first_codes, beam=beam)
+                for j, i in enumerate(members):                                       # (B, h, w, S), (B, D + R, h, w)
                     indices[i] = batch_indices[j].cpu()
+                    if level:
+                        values[i] = z[j].float().cpu()
+                del z
             for i, h in enumerate(headers):
                 if indices[i] is None:
-                    indices[i] = self._encode_tiled(arrays[i], h, stages, first_codes, beam)
+                    indices[i], values[i] = self._encode_tiled(arrays[i], h, stages, first_codes, beam, level > 0)
         files = []
-        for prep, h, idx, arr in zip(prepared, headers, indices, arrays):
+        for n, (prep, h, idx) in enumerate(zip(prepared, headers, indices)):
             streams = self.coder.encode(idx, h.tiles, timings, coarse=coarse)
             if level:
                 with timer(timings, "refine_s"):
-                    r = self._refine_input(arr, h, idx)
+                    r = self._refine_input(values[n], idx)
+                    values[n] = None
                     streams.append(self.refiner.encode(r, idx, level, h.tiles)[0])
             meta = pack_metadata(prep.metadata)
             alpha_bytes = b"" if prep.alpha is None else pack_alpha(prep.alpha)
@@ -339,35 +344,31 @@ class VQCodec:
         self.last_timings = timings
         return files
 
-    def _encode_tiled(self, arr: np.ndarray, header: Header, stages: int, first_codes, beam: int = 1) -> torch.Tensor:
-        """(H, W, 3) uint8 -> indices (h, w, stages) on the CPU, one tile (with a margin) at a time. Each
-        piece is padded by edge replication as the whole image would be. The quantizer's search (beam) works
-        on each latent vector alone, so tiled and whole-image coding choose the same indices."""
+    def _encode_tiled(self, arr: np.ndarray, header: Header, stages: int, first_codes, beam: int = 1,
+                      values: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(H, W, 3) uint8 -> (indices (h, w, stages), and with `values` the encoder's values (D + R, h, w)), on
+        the CPU, one tile (with a margin) at a time. Each piece is padded by edge replication as the whole image
+        would be. The quantizer's search (beam) works on each latent vector alone, so tiled and whole-image
+        coding choose the same indices."""
         h, w = header.grid
         f = self.cfg.downsampling
         out = torch.zeros(h, w, stages, dtype=torch.int16)
+        z = torch.zeros(self.cfg.total_dim, h, w) if values else None
         for y0, x0, y1, x1 in header.tiles:
             (a0, b0, a1, b1), (cy, cx) = _with_margin(y0, x0, y1, x1, h, w)
             piece = pad_to_multiple(arr[a0 * f:a1 * f, b0 * f:b1 * f], f)  # only the last row/column of tiles pads
             x = _to_input(piece[None], self.device)
-            idx = self.autoencoder.encode_indices(x, stages, first_codes, beam=beam)[0]  # (a1-a0, b1-b0, S)
-            out[y0:y1, x0:x1] = idx[cy:cy + y1 - y0, cx:cx + x1 - x0].cpu().to(torch.int16)
+            idx, zt = self.autoencoder.encode_with_values(x, stages, first_codes, beam=beam)  # (1, a1-a0, b1-b0, S)
+            out[y0:y1, x0:x1] = idx[0, cy:cy + y1 - y0, cx:cx + x1 - x0].cpu().to(torch.int16)
+            if z is not None:
+                z[:, y0:y1, x0:x1] = zt[0, :, cy:cy + y1 - y0, cx:cx + x1 - x0].float().cpu()
             tick("encoding", header.num_tiles)
-        return out
+        return out, z
 
-    def _refine_input(self, arr: np.ndarray, header: Header, indices: torch.Tensor) -> torch.Tensor:
-        """(H, W, 3) uint8 (padded if one tile) and its indices (h, w, b) -> the values the refinement codes
-        (D + R, h, w) on the CPU: the D quantized values' residual after the b stages, then the R others. The
-        encoder runs tile by tile (with a margin) as for the indices."""
-        h, w = header.grid
-        f = self.cfg.downsampling
-        z = torch.zeros(self.cfg.total_dim, h, w)
-        for y0, x0, y1, x1 in header.tiles:
-            (a0, b0, a1, b1), (cy, cx) = _with_margin(y0, x0, y1, x1, h, w)
-            piece = pad_to_multiple(arr[a0 * f:a1 * f, b0 * f:b1 * f], f)
-            zt = self.autoencoder.encode_latent(_to_input(piece[None], self.device))[0]
-            z[:, y0:y1, x0:x1] = zt[:, cy:cy + y1 - y0, cx:cx + x1 - x0].float().cpu()
-        b = indices.shape[2]
+    def _refine_input(self, z: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """The encoder's values (D + R, h, w) and their indices (h, w, b) -> the values the refinement codes
+        (D + R, h, w) on the CPU: the D quantized values' residual after the b stages, then the R others. In place."""
+        h, w, b = indices.shape
         zq = self.autoencoder.rvq.decode(indices.reshape(-1, b).to(self.device).long()).float().cpu()
         d = self.cfg.latent_dim
         z[:d] -= zq.reshape(h, w, d).permute(2, 0, 1)
