@@ -498,17 +498,23 @@ def run_recipe(recipe: Recipe, out: Path, data: Path | None = None, device: str 
         saved.write_text(mine)
     run = Run(recipe, out, data, device, log, stop_at, rank, world, copy_to, slim)
     todo = [recipe.phase(phase)] if phase is not None else list(recipe.phases)
-    for p in todo:
-        if run.done(p):
-            log(f"phase {p.name}: done")
-            continue
-        if rank != 0 and p.kind != "autoencoder":
-            continue  # under torchrun, only the autoencoder phase is distributed; rank 0 runs the others
-        log(f"phase {p.name} ({p.kind}): {json.dumps(settings_dict(p.settings))}")
-        if not run_phase(run, p):
-            log(f"time limit: phase {p.name} stopped with a checkpoint; the same command resumes it")
-            return False
-    return True
+    try:
+        for p in todo:
+            if run.done(p):
+                log(f"phase {p.name}: done")
+                continue
+            if rank != 0 and p.kind != "autoencoder":
+                continue  # under torchrun, only the autoencoder phase is distributed; rank 0 runs the others
+            log(f"phase {p.name} ({p.kind}): {json.dumps(settings_dict(p.settings))}")
+            if not run_phase(run, p):
+                log(f"time limit: phase {p.name} stopped with a checkpoint; the same command resumes it")
+                return False
+        return True
+    finally:
+        if world > 1:   # leave the process group cleanly (no rank's exit finds its peers' group half torn down)
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
 
 
 def same_model(saved: dict, recipe: Recipe) -> bool:
