@@ -15,7 +15,6 @@ import os
 import platform
 import re
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -334,9 +333,7 @@ def environment(device: str) -> dict:
     gpu = None
     if str(device).startswith("cuda") and torch.cuda.is_available():
         gpu = torch.cuda.get_device_name(torch.device(device))
-    vq = version("vqcodec")
-    if vq is None:
-        vq = getattr(sys.modules.get("vqcodec"), "__version__", None)
+    from .. import __version__ as vq   # the code that ran (an editable install's metadata can be stale)
     return {
         "cpu": _cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpu": gpu,
         "python": platform.python_version(), "platform": platform.platform(),
