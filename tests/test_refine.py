@@ -314,6 +314,8 @@ def test_the_decoder_phase_sees_refined_values_only_at_refined_levels():
     assert torch.equal(z[0, :d], zq[0]) and not z[0, d:].any() and int(codes[0]) == 2
     assert int(codes[1]) == REFINED.decoder_level(2, 3) and z[1, d:].abs().sum() > 0
     assert len(refined_plans(REFINED)) == REFINED.num_stages * REFINED.refine_levels
+    model.train()   # as in the decoder phase: no graph (and no backward) through the frozen encoder and refinement
+    assert not refined_input(model, x, zq, stages, levels)[0].requires_grad
 
 
 def test_a_refined_file_opens_in_pillow_and_gives_its_indices(codec, photo, tmp_path):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from .autoencoder import VQAutoencoder
 from .train import cosine_lr, load_checkpoint, save_checkpoint
@@ -127,11 +128,14 @@ def codec_pairs(model: VQAutoencoder, coarse_codes, crops: torch.Tensor, per_cro
     plan_ids = torch.tensor([p for _, p in pairs])
     f = model.cfg.downsampling
     store = torch.zeros(len(pairs), crops.shape[2] // f, crops.shape[3] // f, model.cfg.num_stages, dtype=torch.int16)
+    bar = tqdm(total=len(pairs), desc="codec indices", unit="crop", mininterval=10)
     for p, (stages, first) in enumerate(plans):
         members = (plan_ids == p).nonzero()[:, 0]
         for i in range(0, len(members), batch):
             chunk = members[i:i + batch]
             store[chunk, ..., :stages] = model.encode_indices(crops[rows[chunk]], stages, first, beam=beam).short()
+            bar.update(len(chunk))
+    bar.close()
     return rows, plan_ids, store
 
 
@@ -167,6 +171,7 @@ class DecoderSettings:
     qualities_per_crop: int = 2
     refine_share: float = 0.5           # a model with refinement: the share of pairs at a refinement level
     checkpoint_minutes: float = 10.0
+    bf16: bool = True                   # bf16 autocast for the decoder (about half the step on a CPU); loss in fp32
 
 
 def finetune_decoder(model: VQAutoencoder, coarse_codes, crops: torch.Tensor, st: DecoderSettings, out_dir: Path,
@@ -227,8 +232,9 @@ def finetune_decoder(model: VQAutoencoder, coarse_codes, crops: torch.Tensor, st
         levels = level_of[plan_ids[pick]]
         if cfg.refine_levels:   # the refined values as the codec rounds them (the float model's means and scales)
             z, stages = refined_input(model, crops[rows[pick]], z, stages, levels)
-        out = model.decode(z, stages)
-        mse = (out - crops[rows[pick]]).pow(2).mean((1, 2, 3))
+        with torch.autocast(z.device.type, dtype=torch.bfloat16, enabled=st.bf16):
+            out = model.decode(z, stages)
+        mse = (out.float() - crops[rows[pick]]).pow(2).mean((1, 2, 3))
         loss = mse.clamp_min(1e-10).log().mean() if st.loss == "log-mse" else mse.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
