@@ -112,7 +112,7 @@ def test_the_learning_curve_is_measured_on_held_out_photos(tiny):
     assert res.exit_code == 0, res.output
     curve = [json.loads(line) for line in (out / "autoencoder" / "curve.jsonl").read_text().splitlines()]
     assert [c["step"] for c in curve] == [20, 40]
-    assert {"vq1", "vq3", "r1b2", "r2b2", "ceiling_psnr"} <= set(curve[-1])
+    assert {"vq1", "vq3", "r1b2", "r2b2", "ceiling_psnr", "transform_psnr"} <= set(curve[-1])
     assert curve[-1]["r2b2"]["bpp"] > curve[-1]["vq1"]["bpp"]
 
 

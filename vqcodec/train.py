@@ -327,7 +327,9 @@ def evaluate_autoencoder(model: VQAutoencoder, val: torch.Tensor, batch_size: in
 
     VQ levels 1, S/2 and S; refinement levels 1, L/2 and L on 2 and on S/2 VQ stages. VQ bits are each stage's
     empirical (unigram) entropy over val, an upper bound of what the prior spends; refinement bits are the
-    refinement's Gaussian at rounded values. "ceiling": the finest level on S/2 stages."""
+    refinement's Gaussian at rounded values. "ceiling": the finest level on S/2 stages. With refinement,
+    "transform_psnr": every value the encoder makes, unquantized, through the decoder at that level's entry (what
+    no quality can pass; issue 30 asks for 4 dB above the top quality)."""
     cfg, was_training = model.cfg, model.training
     model.eval()
     s, n_levels = cfg.num_stages, cfg.refine_levels
@@ -358,6 +360,11 @@ def evaluate_autoencoder(model: VQAutoencoder, val: torch.Tensor, batch_size: in
                          refine_bpp=round(bits / len(val) / pixels, 4))
     if n_levels:
         out["ceiling_psnr"] = out[f"r{n_levels}b{max(1, s // 2)}"]["psnr"]
+        entry = cfg.decoder_level(n_levels, max(1, s // 2))
+        with torch.no_grad():
+            mse = sum(float((model.decode(model.encoder(x), entry).float().clamp(0, 1) - x).pow(2).mean((1, 2, 3)).sum())
+                      for x in val.split(batch_size))
+        out["transform_psnr"] = round(psnr(mse / len(val)), 3)
     model.train(was_training)
     if getattr(model.rvq, "frozen", False):
         model.rvq.eval()
