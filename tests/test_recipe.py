@@ -273,3 +273,27 @@ def test_coarse_codes_from_a_shipped_model_need_its_stage_0(tiny):
     path.write_text(json.dumps(recipe))
     res = CliRunner().invoke(cli, ["train", "--recipe", str(path), "--out", str(out), "--device", "cpu"])
     assert res.exit_code == 1 and "Error: coarse: vqf8-v13's stage 0 is not this run's" in res.output
+
+
+def test_transform_weight_trains_the_unquantized_reconstruction(tiny):
+    from vqcodec.autoencoder import VQAutoencoder
+    from vqcodec.config import ModelConfig
+    from vqcodec.train import unquantized_mse
+
+    torch.manual_seed(0)
+    model = VQAutoencoder(ModelConfig.from_dict({**TINY_MODEL, "name": "t"}, partial=True))
+    x = torch.rand(2, 3, 32, 32)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = float(unquantized_mse(model, x, bf16=False))
+    for _ in range(30):
+        loss = unquantized_mse(model, x, bf16=False)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(unquantized_mse(model, x, bf16=False)) < 0.5 * first
+    path, out = tiny       # and in a recipe: the phase runs with it
+    recipe = json.loads(path.read_text())
+    recipe["phases"] = [dict(TINY_PHASES[0], transform_weight=1.0)]
+    path.write_text(json.dumps(recipe))
+    res = CliRunner().invoke(cli, ["train", "--recipe", str(path), "--out", str(out)])
+    assert res.exit_code == 0, res.output

@@ -297,6 +297,8 @@ class AutoencoderSettings:
                                      # from a model with code costs, whose rare codes are meant to be rare
     checkpoint_minutes: float = 10.0
     init_from: str | None = None     # a trained model (shipped name or folder) to start from
+    transform_weight: float = 0.0    # models with refinement: + this x the MSE of the unquantized values decoded at
+                                     # the finest level's entry, on a quarter of each batch (keeps the ceiling up)
 
     def refine_lambda(self, levels: int) -> torch.Tensor:
         """(L,) rate weight per refinement level, from refine_lambdas[0] down to refine_lambdas[1]."""
@@ -415,6 +417,8 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, settings: Autoenc
         basis, mean = fit_klt(images, cfg.downsampling, cfg.total_dim)
         model.set_linear_transform(basis.to(device), mean.to(device))
         log(f"linear transform: the KLT of {cfg.downsampling}x{cfg.downsampling}x3 blocks, first {cfg.total_dim} components")
+    if st.transform_weight and (not cfg.refine_levels or world > 1):
+        raise ValueError("transform_weight needs a model with refinement levels, and one process")
     if st.train == "refinement":
         freeze_vq_side(model)
     elif st.train != "all":
@@ -481,6 +485,8 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, settings: Autoenc
             lam = torch.where(refined, lambdas.to(device)[(levels - cfg.num_stages - 1).clamp_min(0)], 0.0)
             loss_per = mse_per + lam * bits / (x.shape[2] * x.shape[3])
         loss = loss_per.mean() + 0.25 * commit
+        if st.transform_weight:
+            loss = loss + st.transform_weight * unquantized_mse(model, x[:max(1, batch_size // 4)], st.bf16)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
@@ -520,6 +526,15 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, settings: Autoenc
     model.loss_start, model.loss_end = first_loss, (ema_loss if first_loss is not None else None)
     model.ranks_in_sync = ranks_in_sync(model) if world > 1 else None
     return model
+
+
+def unquantized_mse(model: VQAutoencoder, x: torch.Tensor, bf16: bool) -> torch.Tensor:
+    """MSE of crops x decoded from every value the encoder makes, unquantized, at the decoder's entry for the
+    finest refinement level on S/2 stages (the ceiling the learning curve's transform_psnr measures)."""
+    cfg = model.cfg
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        recon = model.decode(model.encoder(x), cfg.decoder_level(cfg.refine_levels, max(1, cfg.num_stages // 2)))
+    return (recon.float() - x).pow(2).mean()
 
 
 def ranks_in_sync(model: torch.nn.Module) -> bool:
