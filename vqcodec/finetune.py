@@ -218,7 +218,7 @@ def finetune_decoder(model: VQAutoencoder, coarse_codes, crops: torch.Tensor, st
         save_checkpoint(ckpt_path, dict(model=model.state_dict(), optimizer=opt.state_dict(), step=step))
 
     for step in range(start, st.steps):
-        if stop_at is not None and time.time() + 2 * step_s > stop_at:
+        if stop_at is not None and step > start and time.time() + 2 * step_s > stop_at:  # >= 1 step a run
             break
         t_step = time.time()
         for g in opt.param_groups:

@@ -222,7 +222,7 @@ def train_realistic(model, coarse_codes, crops: torch.Tensor, st: RealisticSetti
 
     bar = tqdm(range(start, st.steps), initial=start, total=st.steps, desc="realistic", unit="step", mininterval=10)
     for step in bar:
-        if stop_at is not None and time.time() + 2 * step_s > stop_at:
+        if stop_at is not None and step > start and time.time() + 2 * step_s > stop_at:  # >= 1 step a run
             break
         t_step = time.time()
         for opt, lr in ((opt_g, st.lr), (opt_d, st.disc_lr)):

@@ -378,8 +378,8 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, settings: Autoenc
                       init: VQAutoencoder | None = None, val: torch.Tensor | None = None) -> VQAutoencoder:
     """Train (or resume) up to settings.steps, with a checkpoint every settings.checkpoint_minutes and at the end.
 
-    stop_at (a time.time()): stop early, with a checkpoint, before a step that would end past it; the model's
-    steps_done says how far it got. slim: checkpoints without the optimizer state (a resume starts Adam
+    stop_at (a time.time()): stop early, with a checkpoint, before a step that would end past it (each run makes
+    at least one step, so that a tight limit still makes progress); the model's steps_done says how far it got. slim: checkpoints without the optimizer state (a resume starts Adam
     afresh). copy_to: a second folder for the checkpoints. init: a trained autoencoder to start from
     (`start_from`) when there is no checkpoint yet. val: held-out crops for the learning curve
     (OUT/curve.jsonl, every settings.eval_every steps).
@@ -465,7 +465,7 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, settings: Autoenc
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="autoencoder", unit="step", mininterval=10)
     first_loss = ck.get("first_loss") if ck is not None else None   # the phase's first step, over resumes
     for step in bar:
-        stop = stop_at is not None and time.time() + 2 * step_s > stop_at
+        stop = stop_at is not None and step > start and time.time() + 2 * step_s > stop_at  # >= 1 step a run
         if world > 1:   # every rank stops at the same step
             stop = bool(all_sum(torch.tensor([float(stop)], device=device)) > 0)
         if stop:
@@ -700,7 +700,7 @@ def train_prior(model: VQAutoencoder, indices: torch.Tensor, out_dir: Path, floa
 
     step_s = 0.0
     for step in bar:
-        if stop_at is not None and time.time() + 2 * step_s > stop_at:
+        if stop_at is not None and step > start and time.time() + 2 * step_s > stop_at:  # >= 1 step a run
             bar.close()
             checkpoint(step)
             log(f"prior stopped at step {step} of {total}")
