@@ -362,10 +362,7 @@ def evaluate_autoencoder(model: VQAutoencoder, val: torch.Tensor, batch_size: in
                          refine_bpp=round(bits / len(val) / pixels, 4))
     if n_levels:
         out["ceiling_psnr"] = out[f"r{n_levels}b{max(1, s // 2)}"]["psnr"]
-        entry = cfg.decoder_level(n_levels, max(1, s // 2))
-        with torch.no_grad():
-            mse = sum(float((model.decode(model.encoder(x), entry).float().clamp(0, 1) - x).pow(2).mean((1, 2, 3)).sum())
-                      for x in val.split(batch_size))
+        mse = sum(float(unquantized_mse(model, x, bf16=False, clamp=True)) * len(x) for x in val.split(batch_size))
         out["transform_psnr"] = round(psnr(mse / len(val)), 3)
     model.train(was_training)
     if getattr(model.rvq, "frozen", False):
@@ -379,8 +376,8 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, settings: Autoenc
     """Train (or resume) up to settings.steps, with a checkpoint every settings.checkpoint_minutes and at the end.
 
     stop_at (a time.time()): stop early, with a checkpoint, before a step that would end past it (each run makes
-    at least one step, so that a tight limit still makes progress); the model's steps_done says how far it got. slim: checkpoints without the optimizer state (a resume starts Adam
-    afresh). copy_to: a second folder for the checkpoints. init: a trained autoencoder to start from
+    at least one step, so that a tight limit still makes progress); the model's steps_done says how far it got.
+    slim: checkpoints without the optimizer state (a resume starts Adam afresh). copy_to: a second folder for the checkpoints. init: a trained autoencoder to start from
     (`start_from`) when there is no checkpoint yet. val: held-out crops for the learning curve
     (OUT/curve.jsonl, every settings.eval_every steps).
     """
@@ -528,13 +525,15 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, settings: Autoenc
     return model
 
 
-def unquantized_mse(model: VQAutoencoder, x: torch.Tensor, bf16: bool) -> torch.Tensor:
+def unquantized_mse(model: VQAutoencoder, x: torch.Tensor, bf16: bool, clamp: bool = False) -> torch.Tensor:
     """MSE of crops x decoded from every value the encoder makes, unquantized, at the decoder's entry for the
-    finest refinement level on S/2 stages (the ceiling the learning curve's transform_psnr measures)."""
+    finest refinement level on S/2 stages: the learning curve's transform_psnr (clamp: the image clamped to [0, 1]
+    first, as a decoded image is) and transform_weight's loss."""
     cfg = model.cfg
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         recon = model.decode(model.encoder(x), cfg.decoder_level(cfg.refine_levels, max(1, cfg.num_stages // 2)))
-    return (recon.float() - x).pow(2).mean()
+    recon = recon.float().clamp(0, 1) if clamp else recon.float()
+    return (recon - x).pow(2).mean()
 
 
 def ranks_in_sync(model: torch.nn.Module) -> bool:
