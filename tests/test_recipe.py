@@ -297,3 +297,18 @@ def test_transform_weight_trains_the_unquantized_reconstruction(tiny):
     path.write_text(json.dumps(recipe))
     res = CliRunner().invoke(cli, ["train", "--recipe", str(path), "--out", str(out)])
     assert res.exit_code == 0, res.output
+
+
+def test_transform_weight_applies_from_transform_from(tiny, monkeypatch):
+    import vqcodec.train as train
+
+    calls = []
+    real = train.unquantized_mse
+    monkeypatch.setattr(train, "unquantized_mse", lambda *a, **k: calls.append(1) or real(*a, **k))
+    path, out = tiny
+    recipe = json.loads(path.read_text())
+    recipe["phases"] = [dict(TINY_PHASES[0], steps=5, eval_every=0, transform_weight=1.0, transform_from=3)]
+    path.write_text(json.dumps(recipe))
+    res = CliRunner().invoke(cli, ["train", "--recipe", str(path), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert len(calls) == 2                             # steps 3 and 4 of 0..4

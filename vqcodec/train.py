@@ -299,6 +299,7 @@ class AutoencoderSettings:
     init_from: str | None = None     # a trained model (shipped name or folder) to start from
     transform_weight: float = 0.0    # models with refinement: + this x the MSE of the unquantized values decoded at
                                      # the finest level's entry, on a quarter of each batch (keeps the ceiling up)
+    transform_from: int = 0          # the step from which transform_weight applies (vqf8-r1 added it mid-run)
 
     def refine_lambda(self, levels: int) -> torch.Tensor:
         """(L,) rate weight per refinement level, from refine_lambdas[0] down to refine_lambdas[1]."""
@@ -482,7 +483,7 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, settings: Autoenc
             lam = torch.where(refined, lambdas.to(device)[(levels - cfg.num_stages - 1).clamp_min(0)], 0.0)
             loss_per = mse_per + lam * bits / (x.shape[2] * x.shape[3])
         loss = loss_per.mean() + 0.25 * commit
-        if st.transform_weight:
+        if st.transform_weight and step >= st.transform_from:
             loss = loss + st.transform_weight * unquantized_mse(model, x[:max(1, batch_size // 4)], st.bf16)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
