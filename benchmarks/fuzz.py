@@ -261,6 +261,7 @@ class Layout:
     crcs_at: int = 0
     head_crc_at: int = 0
     rows: int = 0                                       # stages, and one more with a refinement
+    colour: tuple | None = None                         # the colour layer's (varint offset, size, words, crc offset)
 
     @property
     def body_at(self) -> int:
@@ -290,11 +291,17 @@ def read_layout(data: bytes) -> Layout | None:
         pos = fixed_at + FIXED_SIZE
         if flags & container.FLAG_REFINE:
             pos += 2                                    # refinement level, values per position
+        if flags & container.FLAG_COLOUR:
+            pos += 2 + (3 if fields["mode"] == 0 else 1)   # block, step, a decay per channel
         for flag in (container.FLAG_METADATA, container.FLAG_ALPHA):
             if flags & flag:
                 length, end = _lenient_varint(data, pos)
                 lay.sections.append((pos, end - pos, length, end))
                 pos = end + 4
+        if flags & container.FLAG_COLOUR:
+            length, end = _lenient_varint(data, pos)
+            lay.colour = (pos, end - pos, length, end)
+            pos = end + 4
         w, h, stages, log2f, tile = (fields[k] for k in ("width", "height", "stages", "log2f", "tile"))
         if not (w and h and tile and log2f <= 6):
             return None
@@ -335,6 +342,8 @@ def recrc(data: bytes) -> bytes:
         words = sum(v for _, _, v in lay.table[s * lay.ntiles:(s + 1) * lay.ntiles])
         put(lay.crcs_at + 4 * s, zlib.crc32(bytes(out[pos:pos + 4 * words])))
         pos += 4 * words
+    if lay.colour is not None:
+        put(lay.colour[3], zlib.crc32(bytes(out[pos:pos + 4 * lay.colour[2]])))
     put(lay.head_crc_at, zlib.crc32(bytes(out[:lay.head_crc_at])))
     return bytes(out)
 
@@ -352,6 +361,8 @@ class Parts:
     alpha: bytes
     streams: list                                       # [row][tile] -> bytes: the stages, then the refinement
     refine: bytes = b""                                 # refinement level and values per position (flag bit 2)
+    colour_params: bytes = b""                          # colour layer block, step and decays (flag bit 3)
+    colour: bytes = b""                                 # its stream
 
     @classmethod
     def of(cls, data: bytes) -> "Parts":
@@ -360,9 +371,11 @@ class Parts:
         sec = container.sections(data, head, head.complete_stages, refinement=whole)
         lay = read_layout(data)
         refine = bytes([head.refine_level, head.refine_values]) if head.refine_level else b""
+        params = bytes([head.colour_block, head.colour_step, *head.colour_decays]) if head.colour_block else b""
+        layer = container.sections(data, head, head.stages, colour=True).colour if head.colour_complete else b""
         return cls(data[4], data[5], head.model_name.encode(), data[6], head.model_hash, dict(lay.fields),
                    sec.metadata, sec.alpha, [list(row) for row in sec.streams] + ([sec.refinement] if whole else []),
-                   refine)
+                   refine, params, layer)
 
     def grid_tiles(self) -> list[int] | None:
         f = self.fields
@@ -383,18 +396,23 @@ class Parts:
                             f["tile"] & 0xFFFF)
         if self.flags & container.FLAG_REFINE:
             head += (self.refine + bytes(2))[:2]
+        if self.flags & container.FLAG_COLOUR:
+            n = 2 + (3 if f["mode"] == 0 else 1)
+            head += (self.colour_params + bytes(n))[:n]
         body = b""
         for flag, section in ((container.FLAG_METADATA, self.metadata), (container.FLAG_ALPHA, self.alpha)):
             if self.flags & flag:
                 head += varint(len(section)) + struct.pack("<I", zlib.crc32(section))
                 body += section
+        if self.flags & container.FLAG_COLOUR:
+            head += varint(len(self.colour) // 4) + struct.pack("<I", zlib.crc32(self.colour))
         for row in self.streams:
             for stream in row:
                 head += varint(len(stream) // 4)
         for row in self.streams:
             head += struct.pack("<I", zlib.crc32(b"".join(row)))
         head += struct.pack("<I", zlib.crc32(bytes(head)))
-        return bytes(head) + body + b"".join(b"".join(row) for row in self.streams)
+        return bytes(head) + body + b"".join(b"".join(row) for row in self.streams) + self.colour
 
 
 # --- mutations -------------------------------------------------------------------------------------------
@@ -568,7 +586,7 @@ def m_varint(rng, data, ctx):
     lay = read_layout(data)
     if lay is None:
         raise Skip
-    slots = [(at, size, v) for at, size, v, _ in lay.sections] + lay.table
+    slots = [(at, size, v) for at, size, v, _ in lay.sections + ([lay.colour] if lay.colour else [])] + lay.table
     if not slots:
         raise Skip
     at, size, v = rng.choice(slots)
@@ -856,11 +874,36 @@ def m_flags(rng, data, ctx):
     parts = ctx.parts(data)
     if parts is None:
         raise Skip
-    parts.flags = rng.choice([0, 1, 2, 3, 4, 0x80, 0xFF, parts.flags ^ 1, parts.flags ^ 2])
+    parts.flags = rng.choice([0, 1, 2, 3, 4, 8, 0x80, 0xFF, parts.flags ^ 1, parts.flags ^ 2, parts.flags ^ 8])
     if rng.random() < 0.5:
         parts.metadata = parts.metadata or b"\x03\x01\x00\x00\x00x"
         parts.alpha = parts.alpha or b"\x00"
     return parts.build(), f"flags={parts.flags:#x}"
+
+
+def m_colour(rng, data, ctx):
+    """The colour layer's block, step or a decay set to another value, or bytes of its stream changed (the
+    checksums made right, so the case reaches the layer's own checks)."""
+    parts = ctx.parts(data)
+    if parts is None or not parts.colour_params:
+        raise Skip
+    kind = rng.randrange(3)
+    if kind == 0:
+        params = bytearray(parts.colour_params)
+        i = rng.randrange(len(params))
+        params[i] = rng.choice(INTERESTING_U8 + [params[i] + 1 & 255, params[i] - 1 & 255, 3, 4, 8, 9, 64, 65])
+        parts.colour_params = bytes(params)
+        what = f"param{i}={params[i]}"
+    elif kind == 1 and parts.colour:
+        stream = bytearray(parts.colour)
+        p = rng.randrange(len(stream))
+        stream[p] ^= 1 << rng.randrange(8)
+        parts.colour = bytes(stream)
+        what = f"stream-bit@{p}"
+    else:
+        parts.colour = parts.colour[:-4] if len(parts.colour) > 4 and rng.random() < 0.5 else parts.colour + bytes(4)
+        what = f"stream-words={len(parts.colour) // 4}"
+    return parts.build(), f"colour:{what}"
 
 
 # --- issue 29's families: lying alpha and metadata sections, broken EXIF, the last-tile-junk bomb -------------
@@ -1233,7 +1276,7 @@ MUTATIONS = [
     (m_duplicate, 3, 0.5), (m_append, 2, 0.5), (m_splice, 4, 0.5), (m_foreign, 1, 0.0),
     (m_field, 10, 1.0), (m_name, 3, 1.0), (m_varint, 7, 1.0), (m_payload, 10, 1.0), (m_streams, 7, 1.0),
     (m_reshape, 6, 1.0), (m_claim, 1, 1.0), (m_alpha, 5, 1.0), (m_metadata, 5, 1.0), (m_flags, 3, 1.0),
-    (m_alphalie, 4, 1.0), (m_metalie, 3, 1.0), (m_exif, 3, 1.0), (m_junk, 2, 1.0),
+    (m_alphalie, 4, 1.0), (m_metalie, 3, 1.0), (m_exif, 3, 1.0), (m_junk, 2, 1.0), (m_colour, 4, 1.0),
 ]
 # a family's name is its function's without m_ (and the word each of its steps' descriptions begins with)
 FAMILIES = {m.__name__[2:]: m for m, _, _ in MUTATIONS}

@@ -309,3 +309,28 @@ def test_the_optional_anchors_round_trip_or_say_what_to_install(name, module, mo
     monkeypatch.setitem(sys.modules, module, None)     # as if the plugin were not installed
     with pytest.raises(ValueError, match=rf"pip install 'vqcodec\[anchors\]' \(or leave {name} out of --codecs\)"):
         make_codec(name)
+
+
+def test_reuse_adds_an_earlier_runs_codecs_and_refuses_other_images(dataset, tmp_path):
+    first = tmp_path / "first"
+    invoke("--dataset", str(dataset), "--codecs", "jpeg,webp", "--qualities", "2", "--max-images", "2",
+           "--out", str(first), "--no-progress")
+    earlier = json.loads((first / "results.json").read_text())
+    out = tmp_path / "second"
+    result = invoke("--dataset", str(dataset), "--codecs", "jpeg", "--qualities", "2", "--max-images", "2",
+                    "--out", str(out), "--no-progress", "--reuse", str(first / "results.json"))
+    assert result.exit_code == 0, result.output
+    assert f"webp: reused from {first / 'results.json'}" in result.output
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["codecs"]) == ["jpeg", "webp"]                  # jpeg measured again, webp reused
+    assert results["codecs"]["webp"]["points"] == earlier["codecs"]["webp"]["points"]
+    assert results["codecs"]["webp"]["reused_from"]["created"] == earlier["created"]
+    assert "reused_from" not in results["codecs"]["jpeg"]
+    assert results["bd_rate"]["psnr"]["jpeg"]["webp"] is not None
+    assert "Not re-run here (`--reuse`): webp as measured on" in (out / "report.md").read_text()
+    one_line_error(invoke("--dataset", str(dataset), "--codecs", "jpeg", "--max-images", "1", "--out", str(out),
+                          "--no-progress", "--reuse", str(first / "results.json")),
+                   "was measured on 2 other images, not this run's 1")
+    (tmp_path / "junk.json").write_text("{}")
+    one_line_error(invoke("--dataset", str(dataset), "--codecs", "jpeg", "--out", str(out), "--no-progress",
+                          "--reuse", str(tmp_path / "junk.json")), "not a vqcodec bench results.json")

@@ -4,6 +4,7 @@ import zlib
 
 import pytest
 
+from vqcodec import container
 from vqcodec.container import (FORMAT_VERSION, FormatError, Header, TruncatedError, min_stream_words, pack,
                                sections, unpack)
 
@@ -82,7 +83,7 @@ def test_every_single_bit_flip_is_refused():
     (b"VQIM" + bytes([FORMAT_VERSION + 1, 0, 7]) + bytes(60), "unsupported .vq format version 4"),
     (b"VQIM" + bytes([2, 0, 7]) + bytes(60), r"format version 2, which vqcodec 0\.13 reads"),
     (b"VQIM" + bytes([1, 0, 7]) + bytes(60), "format version 1, which vqcodec 0.1.x reads"),
-    (b"VQIM" + bytes([FORMAT_VERSION, 8, 7]) + bytes(60), "unsupported .vq flags"),
+    (b"VQIM" + bytes([FORMAT_VERSION, 0x10, 7]) + bytes(60), "unsupported .vq flags"),
 ])
 def test_foreign_old_and_future_files(data, message):
     with pytest.raises(FormatError, match=message):
@@ -139,3 +140,66 @@ def test_a_stream_too_short_for_its_tile_is_refused_before_decoding():
         pack(header, b"", b"", [[b""]])
     with pytest.raises(FormatError, match="cannot hold"):
         unpack(pack(header, b"", b"", [[bytes(4 * (need - 1))]]))
+
+
+# A colour layer (flag bit 3): block 2^6, step 4, one decay per channel; its stream is the file's last bytes.
+COLOURED = Header("vqf8-v3", bytes(range(8)), width=20, height=12, mode="RGB", quality=4, stages=2,
+                  downsampling=8, tile=32, colour_block=6, colour_step=4, colour_decays=(100, 90, 80))
+LAYER = bytes(range(100, 108))          # two words: 1 block x 3 channels needs at least 1
+
+
+def test_golden_bytes_with_a_colour_layer():
+    data = pack(COLOURED, b"", b"", STREAMS, LAYER)
+    fixed = struct.pack("<IIBBBBBH", 20, 12, 0, 8, 4, 2, 3, 32)
+    head = b"VQIM" + bytes([3, 8, 7]) + b"vqf8-v3" + bytes(range(8)) + fixed + bytes([6, 4, 100, 90, 80])
+    head += bytes([2]) + struct.pack("<I", zlib.crc32(LAYER))
+    head += bytes([1, 2]) + struct.pack("<II", zlib.crc32(STREAMS[0][0]), zlib.crc32(STREAMS[1][0]))
+    assert data == head + struct.pack("<I", zlib.crc32(head)) + bytes(range(12)) + LAYER
+    h = unpack(data)
+    assert (h.colour_block, h.colour_step, h.colour_decays, h.colour_words, h.colour_complete) == (6, 4, (100, 90, 80), 2, True)
+    assert h.colour_values == 3 and sections(data, h, 2, colour=True).colour == LAYER
+    assert sections(data, h, 1).streams == STREAMS[:1]          # a lower quality reads its stages alone
+
+
+def test_a_cut_colour_layer_keeps_the_stages():
+    data = pack(COLOURED, b"", b"", STREAMS, LAYER)
+    for cut in (4, 8):
+        h = unpack(data[:-cut])
+        assert h.complete_stages == 2 and not h.colour_complete
+        assert sections(data[:-cut], h, 2).streams == STREAMS
+        with pytest.raises(TruncatedError, match="its colour layer is incomplete"):
+            sections(data[:-cut], h, 2, colour=True)
+    with pytest.raises(FormatError, match="unexpected bytes"):
+        unpack(data + b"\0")
+
+
+def test_every_single_bit_flip_of_a_coloured_file_is_refused():
+    data = pack(COLOURED, META, ALPHA, STREAMS, LAYER)
+    for byte in range(len(data)):
+        for bit in range(8):
+            bad = bytearray(data)
+            bad[byte] ^= 1 << bit
+            with pytest.raises(FormatError):
+                h = unpack(bytes(bad))
+                sections(bytes(bad), h, h.stages, colour=True)      # (ValueError if the flag were lost)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("colour_block", 3, "invalid colour layer"), ("colour_block", 9, "invalid colour layer"),
+    ("colour_step", 0, "invalid colour layer"), ("colour_step", 65, "invalid colour layer"),
+    ("colour_decays", (1, 2), "invalid colour layer"), ("colour_decays", (0, 2, 3), "invalid colour layer"),
+])
+def test_colour_layer_fields_are_checked(field, value, message):
+    import dataclasses
+    with pytest.raises(FormatError, match=message):
+        pack(dataclasses.replace(COLOURED, **{field: value}), b"", b"", STREAMS, LAYER)
+
+
+def test_a_colour_stream_too_short_for_its_blocks_is_refused_before_decoding():
+    """A 4096 x 4096 image at 16-pixel blocks: 196,608 colour values need more than the one word it claims."""
+    big = Header("vqf8-v3", bytes(range(8)), width=4096, height=4096, mode="RGB", quality=4, stages=1,
+                 downsampling=8, tile=128, colour_block=4, colour_step=4, colour_decays=(1, 1, 1))
+    streams = [[bytes(4 * container.min_stream_words(128 * 128))] * 16]
+    data = pack(big, b"", b"", streams, bytes(4))
+    with pytest.raises(FormatError, match="a stream of 1 words cannot hold 196608 colour values"):
+        unpack(data)

@@ -8,6 +8,7 @@ decompress: .vq -> header checks (work bounded by the file's length) -> the same
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -18,7 +19,7 @@ from PIL import Image
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from . import container
+from . import colour, container
 from .autoencoder import VQAutoencoder
 from .config import ModelConfig
 from .container import FormatError, Header, TruncatedError
@@ -210,13 +211,16 @@ class VQCodec:
 
     # --- images <-> .vq bytes ------------------------------------------------------------------
     def compress(self, image, quality: int, notes: list[str] | None = None, metadata: str = "all",
-                 alpha: str = "keep", max_pixels: int | None = DEFAULT_MAX_PIXELS, effort: int = DEFAULT_EFFORT) -> bytes:
+                 alpha: str = "keep", max_pixels: int | None = DEFAULT_MAX_PIXELS, effort: int = DEFAULT_EFFORT,
+                 colour_layer: bool = True) -> bytes:
         """A PIL image, a path or an image file's bytes -> the bytes of a .vq file.
 
         metadata: all | none | icc | exif | xmp (what is kept); alpha: keep | drop. notes, if given,
         receives what was converted on the way (mode, orientation, depth, frames, alpha). effort: 0 or 1
-        (the residual quantizer's beam, EFFORT_BEAMS: 1 = greedy, 4 = a beam search; the same decoder)."""
-        return self.compress_batch([image], quality, notes, metadata, alpha, max_pixels, effort)[0]
+        (the residual quantizer's beam, EFFORT_BEAMS: 1 = greedy, 4 = a beam search; the same decoder).
+        colour_layer: at the VQ qualities, add the coarse colour correction where it pays (vqcodec/colour.py;
+        the encoder decodes the image once to decide); False never adds one."""
+        return self.compress_batch([image], quality, notes, metadata, alpha, max_pixels, effort, colour_layer)[0]
 
     def compress_to_fit(self, image, max_bytes: int | None = None, max_bpp: float | None = None,
                         notes: list[str] | None = None, **options) -> tuple[int, bytes]:
@@ -282,18 +286,19 @@ class VQCodec:
 
     def compress_batch(self, images, quality: int, notes: list[str] | None = None, metadata: str = "all",
                        alpha: str = "keep", max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                       effort: int = DEFAULT_EFFORT) -> list[bytes]:
+                       effort: int = DEFAULT_EFFORT, colour_layer: bool = True) -> list[bytes]:
         """Several images. Those of one tile and the same padded size share one network pass (worth it
         on a GPU); larger images are coded tile by tile. last_timings then holds the split of the batch."""
         if not isinstance(effort, int) or not 0 <= effort < len(EFFORT_BEAMS):
             raise ValueError(f"effort must be from 0 to {len(EFFORT_BEAMS) - 1}, not {effort!r}")
         try:
-            return self._compress_batch(images, quality, notes, metadata, alpha, max_pixels, EFFORT_BEAMS[effort])
+            return self._compress_batch(images, quality, notes, metadata, alpha, max_pixels, EFFORT_BEAMS[effort],
+                                        colour_layer)
         except (MemoryError, RuntimeError) as e:
             self._out_of_memory(e, "compress this image")
             raise
 
-    def _compress_batch(self, images, quality, notes, metadata, alpha, max_pixels, beam) -> list[bytes]:
+    def _compress_batch(self, images, quality, notes, metadata, alpha, max_pixels, beam, colour_layer=True) -> list[bytes]:
         quality = self.check_quality(quality)
         stages, coarse = self.quality_plan(quality)
         level = self.cfg.refine_level(quality)
@@ -338,11 +343,31 @@ class VQCodec:
                     r = self._refine_input(values[n], idx)
                     values[n] = None
                     streams.append(self.refiner.encode(r, idx, level, h.tiles)[0])
+            layer = None
+            if colour_layer and not level:
+                with timer(timings, "colour_s"):
+                    layer = self._colour_layer(arrays[n], idx, h)
+            colour_stream = b""
+            if layer is not None:
+                h = dataclasses.replace(h, colour_block=layer.log2_block, colour_step=layer.step,
+                                        colour_decays=layer.decays)
+                colour_stream = layer.stream
+            arrays[n] = None
             meta = pack_metadata(prep.metadata)
             alpha_bytes = b"" if prep.alpha is None else pack_alpha(prep.alpha)
-            files.append(container.pack(h, meta, alpha_bytes, streams))
+            files.append(container.pack(h, meta, alpha_bytes, streams, colour_stream))
         self.last_timings = timings
         return files
+
+    def _colour_layer(self, arr: np.ndarray, indices: torch.Tensor, header: Header) -> "colour.Layer | None":
+        """The colour layer this image gets, or None: the image decoded from its indices as the decoder will,
+        against the original (arr: (H', W', 3) uint8, maybe padded), in the file's mode."""
+        with torch.no_grad():
+            decoded = np.asarray(self._decode_tiled(indices, header, progress="colour layer"))
+        original = arr[:header.height, :header.width]
+        if header.mode == "L":
+            original, decoded = original[..., :1], decoded[..., None]
+        return colour.choose(original, decoded)
 
     def _encode_tiled(self, arr: np.ndarray, header: Header, stages: int, first_codes, beam: int = 1,
                       values: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -439,7 +464,7 @@ class VQCodec:
     def _decompress_batch(self, datas, quality, max_pixels, max_work=None, detail_target=None,
                           seed=0, decoder="fidelity") -> list[Image.Image]:
         timings: dict[str, float] = {}
-        headers, indices, extras = [], [], []
+        headers, indices, extras, layers = [], [], [], []
         for data in datas:
             header = self.read_header(data)
             check_pixels(header.width, header.height, max_pixels, "the image in this .vq file")
@@ -449,13 +474,15 @@ class VQCodec:
             if max_work is not None and work > max_work:
                 raise FormatError(f"this .vq file asks for {work:.1f} index positions per coded byte, over the "
                                   f"limit of {max_work:g} (raise it with --max-work / max_work=)")
-            parts = container.sections(data, header, stages, refinement=bool(level))
+            own = quality is None or quality == header.quality
+            layer = bool(header.colour_block) and own and detail_target is None
+            parts = container.sections(data, header, stages, refinement=bool(level), colour=layer)
             try:
                 meta = unpack_metadata(parts.metadata)
             except ValueError as e:
                 raise FormatError(f"corrupt .vq file ({e})") from None
             h, w = header.grid
-            # the colour streams first: damaged ones are refused before the alpha plane is inflated
+            # the index streams first: damaged ones are refused before the alpha plane is inflated
             idx = self.coder.decode(parts.streams, h, w, header.tiles, timings, coarse=coarse, count=header.stages)
             refined = None
             if level:
@@ -472,7 +499,15 @@ class VQCodec:
                 alpha = None if not parts.alpha else unpack_alpha(parts.alpha, header.width, header.height)
             except ValueError as e:
                 raise FormatError(f"corrupt .vq file ({e})") from None
+            values = None
+            if layer:
+                try:
+                    values = colour.decode(parts.colour, (header.channels, *colour.grid_shape(
+                        header.width, header.height, header.colour_block)), header.colour_decays, header.colour_step)
+                except Exception:   # constriction raises AssertionError on data no encoder wrote
+                    raise FormatError("corrupt .vq payload (the colour layer does not decode)") from None
             headers.append(header)
+            layers.append(values)
             extras.append((alpha, meta, header.quality if quality is None else quality, refined, level))
         images: list[Image.Image] = [None] * len(headers)  # type: ignore[list-item]
         with timer(timings, "network_s"):
@@ -490,13 +525,19 @@ class VQCodec:
             for i, h in enumerate(headers):
                 if images[i] is None:
                     images[i] = self._decode_tiled(indices[i], h, decoder, extras[i][2], *extras[i][3:])
+        for i, (h, values) in enumerate(zip(headers, layers)):
+            if values is not None:
+                with timer(timings, "colour_s"):
+                    images[i] = _with_colour_layer(images[i], values, h)
         self.last_timings = timings
         return [finish(im, alpha, meta) for im, (alpha, meta, *_) in zip(images, extras)]
 
     def _decode_tiled(self, indices: torch.Tensor, header: Header, decoder: str = "fidelity",
-                      quality: int | None = None, refined: torch.Tensor | None = None, level: int = 0) -> Image.Image:
+                      quality: int | None = None, refined: torch.Tensor | None = None, level: int = 0,
+                      progress: str = "decoding") -> Image.Image:
         """indices (h, w, q) -> the image, one tile (with a margin the decoder's field of view needs) at a time.
-        refined: (D + R, h, w), the values of refinement level `level`, or None."""
+        refined: (D + R, h, w), the values of refinement level `level`, or None. progress: what each tile's
+        tick says (the encoder's own decode, for the colour layer, says so)."""
         h, w = header.grid
         f = self.cfg.downsampling
         out = Image.new(header.mode, (header.width, header.height))  # pasted into tile by tile: no second copy
@@ -508,7 +549,7 @@ class VQCodec:
             py, px = y0 * f, x0 * f
             tile = tile[:header.height - py, :header.width - px]
             out.paste(from_rgb_array(tile, tile.shape[1], tile.shape[0], header.mode), (px, py))
-            tick("decoding", header.num_tiles)
+            tick(progress, header.num_tiles)
         return out
 
     def read_header(self, data: bytes) -> Header:
@@ -543,10 +584,14 @@ class VQCodec:
                     hint = f"; decode them with quality {max(lower)} or lower" if lower else ""
                 raise TruncatedError(f"truncated .vq file ({header.complete_stages} of {header.stages} stages "
                                      f"complete{hint})")
-            if header.refine_level and not header.refine_complete:
-                lower = self.lower_qualities(header.stages)
+            missing = [part for part, has, whole in (("refinement", header.refine_level, header.refine_complete),
+                                                     ("colour layer", header.colour_block, header.colour_complete))
+                       if has and not whole]
+            if missing:
+                lower = [] if self.cfg.quality_plan(header.quality)[1] is not None else [    # coarse: none
+                    q for q in self.lower_qualities(header.stages) if q != header.quality]
                 hint = f"; decode its stages with quality {max(lower)} or lower" if lower else ""
-                raise TruncatedError(f"truncated .vq file (its refinement is incomplete{hint})")
+                raise TruncatedError(f"truncated .vq file (its {missing[0]} is incomplete{hint})")
         quality = self.check_quality(quality)
         if quality > header.quality:
             raise ValueError(f"quality {quality} is above this file's quality {header.quality}")
@@ -578,6 +623,14 @@ def _with_margin(y0, x0, y1, x1, h, w):
     """A tile's box grown by MARGIN within the grid -> (grown box, where the tile starts inside it)."""
     a0, b0, a1, b1 = max(0, y0 - MARGIN), max(0, x0 - MARGIN), min(h, y1 + MARGIN), min(w, x1 + MARGIN)
     return (a0, b0, a1, b1), (y0 - a0, x0 - b0)
+
+
+def _with_colour_layer(im: Image.Image, values: np.ndarray, header: Header) -> Image.Image:
+    """The decoded image (RGB or L) with the file's colour layer added (exact integer arithmetic)."""
+    arr = np.asarray(im)
+    gray = arr.ndim == 2
+    out = colour.apply(arr[..., None] if gray else arr, values, header.colour_block, header.colour_step)
+    return Image.fromarray(out[..., 0] if gray else out, header.mode)
 
 
 def _to_input(arr: np.ndarray, device) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 A file is a header (fixed fields, then a table of section lengths, then a CRC-32 of the header), followed
 by the sections in order: metadata, alpha, then the coded index streams, stage by stage and, within a
-stage, tile by tile, then (a refined quality) the refinement's streams, tile by tile. Every field is validated before it is used; any problem raises FormatError with a
+stage, tile by tile, then (a refined quality) the refinement's streams, tile by tile, then (if it has one) the
+colour layer's stream. Every field is validated before it is used; any problem raises FormatError with a
 one-line message. Parsing costs time proportional to the file's length, never to what its header claims.
 """
 from __future__ import annotations
@@ -22,7 +23,9 @@ MAX_STAGES = 64
 MIN_TILE, MAX_TILE = 32, 128     # tile side in index positions: bounds the work and memory of one tile
 MAX_METADATA_BYTES = 16 << 20    # ICC + EXIF + XMP together
 MODEL_HASH_BYTES = 8
-FLAG_METADATA, FLAG_ALPHA, FLAG_REFINE = 0x01, 0x02, 0x04
+FLAG_METADATA, FLAG_ALPHA, FLAG_REFINE, FLAG_COLOUR = 0x01, 0x02, 0x04, 0x08
+COLOUR_LOG2_BLOCKS = (4, 8)      # the colour layer's block side: 16 .. 256 pixels
+COLOUR_MAX_STEP = 64
 _NAME_RE = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _FIXED = struct.Struct("<IIBBBBBH")  # width, height, mode, depth, quality, stages, log2 f, tile side
 
@@ -71,6 +74,12 @@ class Header:
     refine_level: int = 0        # the refinement level coded above the stages (1..255), 0: none
     refine_values: int = 0       # refined values per index position (1..255), 0 without refinement
     refine_complete: bool = False  # the refinement's streams are wholly present (unpack)
+    colour_block: int = 0        # log2 of the colour layer's block side (4..8), 0: no colour layer
+    colour_step: int = 0         # its step in 8-bit levels (1..64)
+    colour_decays: tuple = ()    # its table's decay per channel (1..255): 3 for RGB, 1 for L
+    colour_words: int = 0        # its stream's length in 32-bit words
+    colour_crc: int = 0
+    colour_complete: bool = False  # its stream is wholly present (unpack)
 
     @property
     def rows(self) -> int:
@@ -89,6 +98,18 @@ class Header:
         h, w = self.grid
         t = self.tile
         return [(y, x, min(y + t, h), min(x + t, w)) for y in range(0, h, t) for x in range(0, w, t)]
+
+    @property
+    def channels(self) -> int:
+        return 3 if self.mode == "RGB" else 1
+
+    @property
+    def colour_values(self) -> int:
+        """Symbols in the colour layer's stream: one per block and channel."""
+        if not self.colour_block:
+            return 0
+        b = 1 << self.colour_block
+        return -(-self.height // b) * -(-self.width // b) * self.channels
 
     @property
     def num_tiles(self) -> int:
@@ -120,6 +141,11 @@ class Header:
         if not (0 <= self.refine_level <= 255 and 0 <= self.refine_values <= 255
                 and (self.refine_level == 0) == (self.refine_values == 0)):
             raise FormatError(f"refinement level {self.refine_level} with {self.refine_values} values is invalid")
+        if self.colour_block:
+            lo, hi = COLOUR_LOG2_BLOCKS
+            if not (lo <= self.colour_block <= hi and 1 <= self.colour_step <= COLOUR_MAX_STEP
+                    and len(self.colour_decays) == self.channels and all(1 <= d <= 255 for d in self.colour_decays)):
+                raise FormatError("invalid colour layer (block, step or decays)")
 
 
 # --- variable-length integers (LEB128, canonical, at most 5 bytes) ------------------------------
@@ -186,26 +212,35 @@ def work_per_byte(header: Header, stages: int) -> float:
 
 def file_length(header: Header) -> int:
     """The length of the whole file a parsed header describes."""
-    return header.header_len + header.metadata_len + header.alpha_len + 4 * sum(map(sum, header.stream_words))
+    return (header.header_len + header.metadata_len + header.alpha_len + 4 * sum(map(sum, header.stream_words))
+            + 4 * header.colour_words)
 
 
-def pack(header: Header, metadata: bytes, alpha: bytes, streams: list[list[bytes]]) -> bytes:
-    """Header fields + sections -> the bytes of a .vq file. streams[stage][tile]: whole 32-bit words."""
+def pack(header: Header, metadata: bytes, alpha: bytes, streams: list[list[bytes]], colour: bytes = b"") -> bytes:
+    """Header fields + sections -> the bytes of a .vq file. streams[stage][tile]: whole 32-bit words; colour:
+    the colour layer's stream (whole words), with the header's colour_block, colour_step and colour_decays."""
     header.validate()
+    if bool(colour) != bool(header.colour_block) or len(colour) % 4:
+        raise ValueError("a colour layer needs both its header fields and a stream of whole 32-bit words")
     if len(streams) != header.rows or any(len(s) != header.num_tiles for s in streams):
         raise ValueError("streams must be one list of tiles per stage, and one for the refinement")
     if len(metadata) > MAX_METADATA_BYTES:
         raise ValueError(f"metadata of {len(metadata)} bytes is over the {MAX_METADATA_BYTES}-byte limit")
     name = header.model_name.encode("ascii")
-    flags = (FLAG_METADATA if metadata else 0) | (FLAG_ALPHA if alpha else 0) | (FLAG_REFINE if header.refine_level else 0)
+    flags = ((FLAG_METADATA if metadata else 0) | (FLAG_ALPHA if alpha else 0)
+             | (FLAG_REFINE if header.refine_level else 0) | (FLAG_COLOUR if colour else 0))
     head = bytearray(MAGIC + bytes([FORMAT_VERSION, flags, len(name)]) + name + header.model_hash)
     head += _FIXED.pack(header.width, header.height, MODE_CODES[header.mode], header.depth, header.quality,
                         header.stages, header.downsampling.bit_length() - 1, header.tile)
     if header.refine_level:
         head += bytes([header.refine_level, header.refine_values])
+    if colour:
+        head += bytes([header.colour_block, header.colour_step, *header.colour_decays])
     for section in (metadata, alpha):
         if section:
             head += _varint(len(section)) + struct.pack("<I", zlib.crc32(section))
+    if colour:
+        head += _varint(len(colour) // 4) + struct.pack("<I", zlib.crc32(colour))
     for stage in streams:
         for stream in stage:
             if not stream or len(stream) % 4:
@@ -214,7 +249,7 @@ def pack(header: Header, metadata: bytes, alpha: bytes, streams: list[list[bytes
     for stage in streams:
         head += struct.pack("<I", zlib.crc32(b"".join(stage)))
     head += struct.pack("<I", zlib.crc32(head))
-    return bytes(head) + metadata + alpha + b"".join(b"".join(stage) for stage in streams)
+    return bytes(head) + metadata + alpha + b"".join(b"".join(stage) for stage in streams) + colour
 
 
 def read_bounded(read, chunk: int = 1 << 16) -> bytes:
@@ -267,7 +302,7 @@ def _parse(data: memoryview) -> Header:
             raise FormatError(f"this .vq file is format version {version}, which vqcodec {release} reads "
                               f"(this vqcodec reads version {FORMAT_VERSION}): pip install 'vqcodec<{below}'")
         raise FormatError(f"unsupported .vq format version {version} (this vqcodec reads version {FORMAT_VERSION})")
-    if flags & ~(FLAG_METADATA | FLAG_ALPHA | FLAG_REFINE):
+    if flags & ~(FLAG_METADATA | FLAG_ALPHA | FLAG_REFINE | FLAG_COLOUR):
         raise FormatError(f"unsupported .vq flags {flags:#04x}")
     if not 1 <= name_len <= 64:
         raise FormatError("corrupt .vq header (model name length)")
@@ -294,6 +329,15 @@ def _parse(data: memoryview) -> Header:
         if not fields["refine_level"] or not fields["refine_values"]:
             raise FormatError("corrupt .vq header (refinement level or values)")
         pos += 2
+    if flags & FLAG_COLOUR:
+        channels = 3 if fields["mode"] == "RGB" else 1
+        if len(data) < pos + 2 + channels:
+            raise TruncatedError("truncated .vq file (header incomplete)")
+        fields.update(colour_block=data[pos], colour_step=data[pos + 1],
+                      colour_decays=tuple(data[pos + 2:pos + 2 + channels]))
+        if not fields["colour_block"]:
+            raise FormatError("corrupt .vq header (colour layer)")
+        pos += 2 + channels
     try:
         Header(**fields).validate()
     except FormatError as e:
@@ -311,6 +355,16 @@ def _parse(data: memoryview) -> Header:
         else:
             sections.append((0, 0))
     probe = Header(**fields)
+    colour = (0, 0)
+    if flags & FLAG_COLOUR:
+        n, pos = _read_varint(data, pos)
+        if len(data) < pos + 4:
+            raise TruncatedError("truncated .vq file (header incomplete)")
+        values = probe.colour_values
+        if not min_stream_words(values) <= n <= max_stream_words(values):
+            raise FormatError(f"corrupt .vq file (a stream of {n} words cannot hold {values} colour values)")
+        colour = (n, struct.unpack_from("<I", data, pos)[0])
+        pos += 4
     n_tiles = probe.num_tiles
     # The table alone must fit in what is left of the file: a header cannot make this loop longer than the file.
     rows = probe.rows
@@ -345,11 +399,15 @@ def _parse(data: memoryview) -> Header:
             break
         end += 4 * sum(row)
         complete += 1
-    if complete == rows and len(data) > end:
+    colour_complete = complete == rows and len(data) >= end + 4 * colour[0]
+    if colour_complete:
+        end += 4 * colour[0]
+    if colour_complete and len(data) > end:
         raise FormatError(f"corrupt .vq file ({len(data) - end} unexpected bytes after the last stage)")
     return Header(**fields, metadata_len=sections[0][0], metadata_crc=sections[0][1], alpha_len=sections[1][0],
                   alpha_crc=sections[1][1], stream_words=tuple(words), stage_crcs=stage_crcs, header_len=pos,
-                  complete_stages=min(complete, stages), refine_complete=complete > stages)
+                  complete_stages=min(complete, stages), refine_complete=complete > stages,
+                  colour_words=colour[0], colour_crc=colour[1], colour_complete=colour_complete and colour[0] > 0)
 
 
 @dataclass
@@ -358,11 +416,13 @@ class Sections:
     alpha: bytes
     streams: list = field(default_factory=list)  # [stage][tile] -> bytes, for the stages asked for
     refinement: list = field(default_factory=list)  # [tile] -> bytes, if asked for
+    colour: bytes = b""                             # the colour layer's stream, if asked for
 
 
-def sections(data: bytes, header: Header, stages: int, refinement: bool = False) -> Sections:
+def sections(data: bytes, header: Header, stages: int, refinement: bool = False, colour: bool = False) -> Sections:
     """The checked sections of a parsed file: metadata, alpha, the streams of the first `stages` stages, and
-    with refinement=True the refinement's (the file must have one and all its stages).
+    with refinement=True the refinement's (the file must have one and all its stages), with colour=True the
+    colour layer's stream (likewise).
 
     Raises TruncatedError if those stages are not all in the file, FormatError if a CRC does not match.
     """
@@ -400,4 +460,14 @@ def sections(data: bytes, header: Header, stages: int, refinement: bool = False)
             pos += 4 * n
         if zlib.crc32(b"".join(refined)) != header.stage_crcs[-1]:
             raise FormatError("corrupt .vq payload (refinement checksum mismatch)")
-    return Sections(parts[0], parts[1], streams, refined)
+    layer = b""
+    if colour:
+        if not header.colour_block or stages != header.stages:
+            raise ValueError("the colour layer is read with all of the file's stages, from a file that has one")
+        if not header.colour_complete:
+            raise TruncatedError("truncated .vq file (its colour layer is incomplete)")
+        start = file_length(header) - 4 * header.colour_words
+        layer = bytes(data[start:start + 4 * header.colour_words])
+        if zlib.crc32(layer) != header.colour_crc:
+            raise FormatError("corrupt .vq payload (colour layer checksum mismatch)")
+    return Sections(parts[0], parts[1], streams, refined, layer)

@@ -22,7 +22,8 @@ def listening(callback):
 
 
 def tick(what: str, total: int) -> None:
-    """One tile of `total` done in the step `what` (encoding, entropy coding, entropy decoding, decoding)."""
+    """One tile of `total` done in the step `what` (encoding, entropy coding, colour layer, entropy decoding,
+    decoding)."""
     if _listener is not None:
         _listener(what, total)
 

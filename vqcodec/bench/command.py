@@ -69,15 +69,19 @@ def _one_line(error: Exception) -> str:
               help="Run only N evenly spaced points of each codec's quality sweep (quick runs, CI).")
 @click.option("--model", default=None,
               help="vqcodec model: a shipped model name or a model folder (default: the shipped model).")
+@click.option("--reuse", "reuse", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="An earlier run's results.json on the same images: its codecs that this run does not measure "
+                   "join the tables and plots as they were measured then (repeatable). For re-running one codec.")
 @click.option("--progress/--no-progress", default=None,
               help="Show a progress bar. [default: when standard error is a terminal]")
-def bench(dataset, codec_list, device, out_dir, max_images, qualities, model, progress):
+def bench(dataset, codec_list, device, out_dir, max_images, qualities, model, reuse, progress):
     """Measure rate (bpp), PSNR, MS-SSIM and speed of each codec over a quality sweep on an image set,
     with BD-rates between all codecs, and write a report with rate-distortion plots.
 
     \b
-    Example:
+    Examples:
       vqcodec bench --codecs vqcodec,jpeg,avif --max-images 4 --qualities 4 --out /tmp/bench
+      vqcodec bench --codecs vqcodec --reuse old/results.json --out new   # the other codecs as measured before
     """
     names = parse_codecs(codec_list)
     if progress is None:
@@ -101,7 +105,8 @@ def bench(dataset, codec_list, device, out_dir, max_images, qualities, model, pr
     click.echo(f"benchmark: {', '.join(names)} on {dataset} ({device})")
     try:
         run_benchmark(dataset, names, device=device, out_dir=out_dir, max_images=max_images,
-                      qualities_per_codec=qualities, progress=progress, echo=click.echo, model=model)
+                      qualities_per_codec=qualities, progress=progress, echo=click.echo, model=model,
+                      reuse=list(reuse))
     except ImportError as e:
         raise click.ClickException(f"cannot load a codec: {_one_line(e)}") from e
     except (ValueError, OSError, RuntimeError) as e:

@@ -71,6 +71,10 @@ def markdown(results: dict) -> str:
     names_line = ", ".join(results.get("image_names", []))
     if names_line:
         lines += [f"Images: {names_line}.", ""]
+    reused = {n: c["reused_from"] for n, c in codecs.items() if c.get("reused_from")}
+    if reused:
+        lines += ["Not re-run here (`--reuse`): " + "; ".join(
+            f"{n} as measured on {r.get('created')} ({r['file']})" for n, r in reused.items()) + ".", ""]
     if results.get("published_note"):
         lines += [results["published_note"], ""]
     if results.get("figures", True):

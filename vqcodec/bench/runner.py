@@ -66,10 +66,13 @@ def subsample(qualities: list, n: int | None) -> list:
 
 def run_benchmark(dataset_dir, codec_names, device: str = "cpu", out_dir="bench-results",
                   max_images: int | None = None, qualities_per_codec: int | None = None,
-                  progress: bool = True, echo=print, model=None, reference_curves: bool | None = None) -> dict:
+                  progress: bool = True, echo=print, model=None, reference_curves: bool | None = None,
+                  reuse: list = ()) -> dict:
     """Run the benchmark and write results.json, report.md and the figures into out_dir.
 
     codec_names: registry names (see codecs.CODECS) or ready Codec objects.
+    reuse: earlier results.json files of the same images; their codecs that this run does not measure are
+    added as they were measured then (marked "reused_from"; not in compare.png, which needs decoded crops).
     reference_curves: draw/compare the published Kodak curves; None = only when every image is a kodimNN.
     Returns the results dict (as written to results.json).
     """
@@ -94,6 +97,7 @@ def run_benchmark(dataset_dir, codec_names, device: str = "cpu", out_dir="bench-
         raise ValueError(f"codec names must be unique, got {names}")
     if not codecs:
         raise ValueError("no codecs to benchmark")
+    reused = _reused_codecs(reuse, [p.name for p in paths], names)   # checked before anything runs
     out.mkdir(parents=True, exist_ok=True)  # fail now rather than after the run
     images = [(p.name, load_rgb(p)) for p in paths]
     kodak = all(re.fullmatch(r"kodim\d\d", p.stem) for p in paths)
@@ -148,6 +152,9 @@ def run_benchmark(dataset_dir, codec_names, device: str = "cpu", out_dir="bench-
                     r.pop("_decoded")
                 say(report.row(codec.name, point))
             results["codecs"][codec.name] = entry
+    for name, entry in reused.items():
+        echo(f"{name}: reused from {entry['reused_from']['file']} ({entry['reused_from']['created']})")
+        results["codecs"][name] = entry
 
     published = _load_published() if reference_curves else None
     if published:
@@ -174,6 +181,28 @@ def run_benchmark(dataset_dir, codec_names, device: str = "cpu", out_dir="bench-
     write_atomic(out / "compare.png", lambda p: fig.savefig(p, format="png"))
     echo(f"wrote results.json, report.md, rd_psnr.png, rd_msssim.png, compare.png to {out}")
     return results
+
+
+def _reused_codecs(files, image_names: list[str], measured: list[str]) -> dict:
+    """{codec: entry} from earlier results.json files, for the codecs not measured now. ValueError unless each
+    file measured exactly these images (its per-image rows name them)."""
+    reused = {}
+    for f in files:
+        try:
+            old = json.loads(Path(f).read_text())
+            entries = old["codecs"]
+            for name, entry in entries.items():
+                got = sorted({r["image"] for r in entry["per_image"]})
+                if got != sorted(image_names):
+                    raise ValueError(f"--reuse {f}: its {name} was measured on {len(got)} other images, not this "
+                                     f"run's {len(image_names)}")
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"--reuse {f}: not a vqcodec bench results.json ({type(e).__name__}: {e})") from None
+        for name, entry in entries.items():
+            if name not in measured and name not in reused:
+                reused[name] = dict(entry, reused_from={"file": str(f), "created": old.get("created"),
+                                                        "env": old.get("env")})
+    return reused
 
 
 def _warm_up(codec: Codec, image: Image.Image, qualities: list) -> None:
@@ -301,7 +330,7 @@ def _center_crop_box(image: Image.Image, size: int) -> tuple[int, int, int, int]
 def _pick_crops(crops: dict, codecs: dict) -> list[dict]:
     """Per codec, the first-image decode whose bpp is closest to the target: the median bpp of
     vqcodec's points when it ran, else DEFAULT_TARGET_BPP."""
-    if "vqcodec" in codecs:
+    if crops.get("vqcodec"):
         target = statistics.median(c["bpp"] for c in crops["vqcodec"])
     else:
         target = DEFAULT_TARGET_BPP
