@@ -140,3 +140,25 @@ def test_a_colour_stream_no_encoder_wrote_is_one_format_error(codec):
             assert "colour layer does not decode" in str(e)
             outcomes.add("refused")
     assert "refused" in outcomes
+
+
+def test_the_command_line_turns_the_layer_off(tmp_path, tiny_model_dir):
+    from click.testing import CliRunner
+
+    from vqcodec.cli import cli
+
+    src = tmp_path / "flat.png"
+    _flat_photo().save(src)
+    sizes = {}
+    for flag in ("--colour-layer", "--no-colour-layer"):
+        out = tmp_path / f"{flag}.vq"
+        res = CliRunner().invoke(cli, ["compress", str(src), str(out), "-q", "2", "--model", str(tiny_model_dir), flag])
+        assert res.exit_code == 0, res.output
+        sizes[flag] = bool(container.unpack(out.read_bytes()).colour_block)
+    assert sizes == {"--colour-layer": True, "--no-colour-layer": False}
+    import json
+    res = CliRunner().invoke(cli, ["info", str(tmp_path / "--colour-layer.vq"), "--json"])
+    info = json.loads(res.output)
+    header = container.unpack((tmp_path / "--colour-layer.vq").read_bytes())
+    assert info["colour_layer"] == f"{1 << header.colour_block} px blocks, step {header.colour_step}"
+    assert info["colour_layer_complete"] is True

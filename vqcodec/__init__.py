@@ -23,17 +23,19 @@ __all__ = ["compress", "compress_to_size", "decompress", "sample", "read_info", 
 
 def compress(image, quality: int = DEFAULT_QUALITY, model: str | Path | None = None, device: str = "cpu",
              metadata: str = "all", alpha: str = "keep", max_pixels: int | None = DEFAULT_MAX_PIXELS,
-             effort: int = DEFAULT_EFFORT) -> bytes:
+             effort: int = DEFAULT_EFFORT, colour_layer: bool = True) -> bytes:
     """Compress a PIL image (or an image file's path or bytes) into the bytes of a .vq file.
 
     quality runs from 1 (smallest file) to the model's number of levels; anything else is a ValueError.
     metadata: all | none | icc | exif | xmp (what is kept); alpha: keep | drop (drop says so in a note).
     effort: 0 (fastest: the nearest code at each residual stage) or 1 (default: a beam search over the stages,
     EFFORT_BEAMS[1] paths, for about 6 % fewer bits at the same PSNR; the same decoder reads both).
+    colour_layer: at the qualities without a refinement, a coarse correction of the decoded colour where it pays
+    (docs/format.md, "Colour layer"); False: never.
     """
     from .codec import load_codec
     return load_codec(model, device).compress(image, quality, metadata=metadata, alpha=alpha, max_pixels=max_pixels,
-                                              effort=effort)
+                                              effort=effort, colour_layer=colour_layer)
 
 
 def compress_to_size(image, target_size: int | None = None, target_bpp: float | None = None,

@@ -425,6 +425,9 @@ def _max_pixels_option():
               help="Encoder effort: 0 = the nearest code at each residual stage (fastest); 1 = a beam search over "
                    f"the stages ({EFFORT_BEAMS[1]} paths: about 6 % fewer bits for the same PSNR). The same "
                    "decoder reads both.")
+@click.option("--colour-layer/--no-colour-layer", default=True, show_default=True,
+              help="At the qualities without a refinement, add a coarse correction of the decoded image's colour "
+                   "where it pays for its bytes (the encoder decodes the image once to decide).")
 @_max_pixels_option()
 @click.option("--model", default=None, help="Shipped model name or model folder (default: the shipped default).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
@@ -433,8 +436,8 @@ def _max_pixels_option():
 @click.option("--skip-existing", is_flag=True, help="In a batch (-o), skip inputs whose output already exists.")
 @click.option("--quiet", is_flag=True, help="Print nothing on success (no progress bar either).")
 @library_errors
-def compress(paths, output_dir, quality, target_bpp, target_size, metadata, alpha, effort, max_pixels, model, device,
-             threads, force, skip_existing, quiet):
+def compress(paths, output_dir, quality, target_bpp, target_size, metadata, alpha, effort, colour_layer, max_pixels,
+             model, device, threads, force, skip_existing, quiet):
     """Compress an image (PNG, JPEG, ...) into a .vq file, or several into a folder.
 
     \b
@@ -457,7 +460,8 @@ def compress(paths, output_dir, quality, target_bpp, target_size, metadata, alph
         raise fail(f"--target-bpp must be above 0, not {target_bpp:g}")
     if target_size is not None and target_size < 1:
         raise fail(f"--target-size must be at least 1 byte, not {target_size}")
-    options = {"metadata": metadata, "alpha": alpha, "max_pixels": _max_pixels(max_pixels), "effort": effort}
+    options = {"metadata": metadata, "alpha": alpha, "max_pixels": _max_pixels(max_pixels), "effort": effort,
+               "colour_layer": colour_layer}
     _set_threads(threads)
     paths, output_dir = _one_file_output(paths, output_dir, ".vq")
 
@@ -742,7 +746,9 @@ def info(input, as_json):
               "width": h.width, "height": h.height, "mode": decoded_mode(h), "quality": h.quality,
               "bytes": len(data), "bpp": round(8 * len(data) / (h.width * h.height), 6),
               "stages": h.stages, "complete_stages": h.complete_stages, "refinement_level": h.refine_level,
-              "refinement_complete": h.refine_complete if h.refine_level else None, "tiles": h.num_tiles,
+              "refinement_complete": h.refine_complete if h.refine_level else None,
+              "colour_layer": f"{1 << h.colour_block} px blocks, step {h.colour_step}" if h.colour_block else None,
+              "colour_layer_complete": h.colour_complete if h.colour_block else None, "tiles": h.num_tiles,
               "source_depth": h.depth, "alpha": h.alpha_len > 0, "metadata": metadata,
               "decoders": list(read_decoders(h.model_name))}
     if as_json:
