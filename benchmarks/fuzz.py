@@ -97,7 +97,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from vqcodec import container  # noqa: E402  (no torch)
+from vqcodec import colour, container  # noqa: E402  (no torch)
 from vqcodec.container import FORMAT_VERSION, MAGIC  # noqa: E402
 from vqcodec.images import pack_alpha  # noqa: E402  (no torch)
 
@@ -207,7 +207,8 @@ def build_corpus(codec, model: str = "tiny") -> list[CorpusFile]:
     source = np.asarray(Image.open(KODAK).convert("RGB")) if model != "tiny" else None
     top = max(codec.qualities)
     files = []
-    old_tile = codec_module.TILE
+    old_tile, old_rate = codec_module.TILE, colour.MAX_BPP
+    colour.MAX_BPP = float("inf")      # the tiny model's files are large: let the encoder try the layer anyway
     try:
         for w, h, kind, q, tile, meta in CORPUS_SPECS:
             if model != "tiny":
@@ -219,7 +220,7 @@ def build_corpus(codec, model: str = "tiny") -> list[CorpusFile]:
                     + ("-meta" if head.metadata_len else "") + ("-alpha" if head.alpha_len else ""))
             files.append(CorpusFile(name, data))
     finally:
-        codec_module.TILE = old_tile
+        codec_module.TILE, colour.MAX_BPP = old_tile, old_rate
     for f in files:  # every corpus file must decode
         im = codec.decompress(f.data)
         head = container.unpack(f.data)

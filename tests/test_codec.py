@@ -292,7 +292,8 @@ def test_exported_model_loads_back_identically(tiny_codec, tiny_model_dir, photo
 def test_batches_match_single_images(tiny_codec, photo_like):
     images = [photo_like, photo_like.transpose(Image.Transpose.ROTATE_90), photo_like.convert("L"), photo_like]
     files = tiny_codec.compress_batch(images, 2)
-    assert set(tiny_codec.last_timings) == {"network_s", "prior_s", "entropy_s", "colour_s"}  # colour_s: deciding the layer
+    timed = {"network_s", "prior_s", "entropy_s"}
+    assert timed <= set(tiny_codec.last_timings) <= timed | {"colour_s"}    # colour_s: deciding the layer
     singles = [tiny_codec.compress(im, 2) for im in images]
     decoded = tiny_codec.decompress_batch(files)
     for im, data, single, out in zip(images, files, singles, decoded):

@@ -69,6 +69,12 @@ def test_fit_recovers_a_colour_shift_and_choose_keeps_it_only_where_it_pays():
     assert colour.choose(original, noisy) is None                           # no large-area error: not worth a byte
 
 
+@pytest.fixture(autouse=True)
+def any_rate(monkeypatch):
+    """The tiny random model's files take more than colour.MAX_BPP: let the encoder try the layer anyway."""
+    monkeypatch.setattr(colour, "MAX_BPP", float("inf"))
+
+
 @pytest.fixture(scope="module")
 def codec():
     torch.manual_seed(0)
@@ -111,6 +117,12 @@ def test_a_lower_quality_skips_the_layer_and_a_cut_layer_is_truncated(codec):
     with pytest.raises(TruncatedError, match=r"its colour layer is incomplete; decode its stages with quality 2"):
         codec.decompress(cut)
     assert codec.decompress(cut, quality=2).size == image.size and low == 2
+
+
+def test_above_max_bpp_the_encoder_does_not_try(codec, monkeypatch):
+    monkeypatch.setattr(colour, "MAX_BPP", 0.0)
+    assert not container.unpack(codec.compress(_flat_photo(), 2)).colour_block
+    assert "colour_s" not in codec.last_timings                       # no decode spent on it
 
 
 def test_a_refined_quality_never_gets_a_layer():

@@ -219,7 +219,8 @@ class VQCodec:
         receives what was converted on the way (mode, orientation, depth, frames, alpha). effort: 0 or 1
         (the residual quantizer's beam, EFFORT_BEAMS: 1 = greedy, 4 = a beam search; the same decoder).
         colour_layer: at the VQ qualities, add the coarse colour correction where it pays (vqcodec/colour.py;
-        the encoder decodes the image once to decide); False never adds one."""
+        where the index streams take under colour.MAX_BPP, the encoder decodes the image once to decide); False
+        never adds one."""
         return self.compress_batch([image], quality, notes, metadata, alpha, max_pixels, effort, colour_layer)[0]
 
     def compress_to_fit(self, image, max_bytes: int | None = None, max_bpp: float | None = None,
@@ -344,7 +345,8 @@ class VQCodec:
                     values[n] = None
                     streams.append(self.refiner.encode(r, idx, level, h.tiles)[0])
             layer = None
-            if colour_layer and not level:
+            coded_bits = 8 * sum(len(x) for row in streams for x in row)
+            if colour_layer and not level and coded_bits < colour.MAX_BPP * h.width * h.height:
                 with timer(timings, "colour_s"):
                     layer = self._colour_layer(arrays[n], idx, h)
             colour_stream = b""

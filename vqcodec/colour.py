@@ -29,6 +29,7 @@ MAX_STEP = 64                    # 8-bit levels
 TABLE_ONE = 1 << 16              # the frequency of symbol 0 before the cap
 CANDIDATES = ((6, 4), (7, 4), (6, 8), (5, 4))   # (log2 block, step) the encoder tries
 DB_PER_BPP = 40.0                # the encoder keeps a layer that gains at least this many dB per added bpp
+MAX_BPP = 0.25                   # ... and tries one only where the index streams take fewer bits per pixel
 
 
 def half_width(step: int) -> int:
