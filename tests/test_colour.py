@@ -174,3 +174,16 @@ def test_the_command_line_turns_the_layer_off(tmp_path, tiny_model_dir):
     header = container.unpack((tmp_path / "--colour-layer.vq").read_bytes())
     assert info["colour_layer"] == f"{1 << header.colour_block} px blocks, step {header.colour_step}"
     assert info["colour_layer_complete"] is True
+
+
+def test_the_pillow_plugin_passes_colour_layer(tmp_path, tiny_model_dir):
+    import vqcodec.pillow
+
+    vqcodec.pillow.register(model=tiny_model_dir)
+    try:
+        for flag in (True, False):
+            path = tmp_path / f"{flag}.vq"
+            _flat_photo().save(path, quality=2, colour_layer=flag)
+            assert bool(container.unpack(path.read_bytes()).colour_block) is flag
+    finally:
+        vqcodec.pillow.register()

@@ -9,7 +9,7 @@
 Opening reads only the header fields through vqcodec.read_info, which needs no torch; the model is loaded
 when the pixels are first needed. Decoding uses the shipped model the file names, unless `register(model=...)`
 names another (a model folder, for instance). `save` takes quality=, model=, device= and, where the
-library has them, metadata= and alpha=: the keyword arguments of vqcodec.compress.
+library has them, metadata=, alpha=, effort= and colour_layer=: the keyword arguments of vqcodec.compress.
 """
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def _save(im: Image.Image, fp, filename) -> None:
     info = dict(im.encoderinfo)
     options = {"quality": info.pop("quality", DEFAULT_QUALITY), "model": info.pop("model", _options["model"]),
                "device": info.pop("device", _options["device"])}
-    for key in ("metadata", "alpha", "effort"):
+    for key in ("metadata", "alpha", "effort", "colour_layer"):
         if key in info:
             options[key] = info.pop(key)
     fp.write(compress(im, **options))
