@@ -101,6 +101,10 @@ def test_files_carry_the_layer_and_it_lowers_the_error(codec, mode):
     assert err(data) < err(plain)
     out = codec.decompress(data)
     assert out.mode == mode and out.size == image.size
+    import io
+    assert container.read_bounded(io.BytesIO(data).read) == data          # the header counts the layer's bytes
+    with pytest.raises(container.FormatError, match="4 unexpected bytes"):
+        container.read_bounded(io.BytesIO(data + b"more").read)
 
 
 def test_a_lower_quality_skips_the_layer_and_a_cut_layer_is_truncated(codec):
