@@ -25,7 +25,7 @@ MARKER = re.compile(r"<!-- checked: (\S+) -->")
 
 POINT_ROWS = {"bpp": "bpp", "PSNR (dB)": "psnr", "MS-SSIM": "ms_ssim", "MS-SSIM (dB)": "ms_ssim_db"}
 ANCHORS = {"JPEG 4:2:0": "jpeg", "JPEG 4:4:4": "jpeg444", "WebP m6": "webp", "AVIF 4:4:4 s6": "avif",
-           "JPEG 2000": "jpeg2000"}
+           "JPEG 2000": "jpeg2000", "HEVC 4:4:4": "hevc", "JPEG XL e7": "jxl"}
 METRICS = {"PSNR": "psnr", "MS-SSIM (dB)": "ms_ssim"}
 SPEED_COLUMNS = {"whole process": ("whole_process", "{op}_s"), "in-process": ("in_process", "{op}_s"),
                  "network": ("in_process", "{op}_split", "network_s"),
