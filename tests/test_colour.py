@@ -35,8 +35,15 @@ def test_golden_colour_stream():
 
 def test_a_damaged_stream_is_refused():
     _, stream = colour.encode(GOLDEN_VALUES, 4)
-    with pytest.raises(ValueError, match="does not end"):
+    with pytest.raises(ValueError, match="does not decode"):
         colour.decode(stream[:-4], (3, 2, 3), GOLDEN_DECAYS, 4)
+    rng = np.random.default_rng(1)
+    for _ in range(200):             # random words: a ValueError, never constriction's AssertionError
+        junk = rng.integers(0, 256, 4 * int(rng.integers(1, 6)), dtype=np.uint8).tobytes()
+        try:
+            colour.decode(junk, (3, 2, 3), GOLDEN_DECAYS, 4)
+        except ValueError:
+            pass
 
 
 @pytest.mark.parametrize("log2_block,size", [(4, (37, 50)), (6, (100, 130)), (8, (300, 260)), (5, (1, 7))])
@@ -47,11 +54,30 @@ def test_the_correction_is_torchs_bilinear_exactly(log2_block, size):
     decoded = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     gh, gw = colour.grid_shape(w, h, log2_block)
     values = rng.integers(-9, 10, (3, gh, gw))
-    out = colour.apply(decoded, values, log2_block, 4, band=16)
+    out = colour.apply(decoded, values, log2_block, 4, band=5)
+    assert np.array_equal(out, colour.apply(decoded, values, log2_block, 4))     # any band: the same pixels
     b = 1 << log2_block
     up = F.interpolate(torch.tensor(values * 4, dtype=torch.float64)[None], size=(gh * b, gw * b),
                        mode="bilinear", align_corners=False)[0, :, :h, :w].permute(1, 2, 0).numpy()
     assert np.array_equal(out, np.clip(decoded + np.floor(up + 0.5), 0, 255).astype(np.uint8))
+
+
+def test_a_wide_image_is_corrected_in_small_bands(monkeypatch):
+    """Memory follows the band, not the image: the bands are BAND_SAMPLES samples, a row at least."""
+    seen = []
+    real = colour._corrected_bands
+
+    def spy(*args, **kwargs):
+        for y0, y1, rows in real(*args, **kwargs):
+            seen.append(rows.size)
+            yield y0, y1, rows
+    monkeypatch.setattr(colour, "_corrected_bands", spy)
+    decoded = np.zeros((40, 30000, 3), dtype=np.uint8)
+    values = np.ones((3, *colour.grid_shape(30000, 40, 4)), dtype=np.int64)
+    out = colour.apply(decoded, values, 4, 4)
+    assert (out == 4).all() and max(seen) <= max(colour.BAND_SAMPLES, 30000 * 3)
+    fitted = colour.fit(out, decoded, 4, 4)
+    assert (fitted == 1).all()
 
 
 def test_fit_recovers_a_colour_shift_and_choose_keeps_it_only_where_it_pays():
@@ -127,6 +153,14 @@ def test_above_max_bpp_the_encoder_does_not_try(codec, monkeypatch):
     monkeypatch.setattr(colour, "MAX_BPP", 0.0)
     assert not container.unpack(codec.compress(_flat_photo(), 2)).colour_block
     assert "colour_s" not in codec.last_timings                       # no decode spent on it
+
+
+def test_detail_sample_keeps_the_layer_unless_it_draws_stages(codec):
+    data = codec.compress(_flat_photo(), 3)
+    assert container.unpack(data).colour_block and codec.cfg.quality_plan(3)[0] == 3
+    coded = np.asarray(codec.decompress(data))
+    same = np.asarray(codec.decompress(data, detail="sample", detail_stages=2))   # nothing to draw
+    assert np.array_equal(same, coded)
 
 
 def test_a_refined_quality_never_gets_a_layer():

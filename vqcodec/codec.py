@@ -228,7 +228,7 @@ class VQCodec:
         """The highest quality whose file takes at most max_bytes bytes, or max_bpp bits per pixel of the image
         (one of the two) -> (quality, file bytes). Never a larger file: a binary search over the qualities,
         which file sizes follow nearly monotonically. ValueError if not even the lowest quality fits.
-        options: as for compress (metadata, alpha, max_pixels, effort)."""
+        options: as for compress (metadata, alpha, max_pixels, effort, colour_layer)."""
         if (max_bytes is None) == (max_bpp is None):
             raise ValueError("give one of max_bytes and max_bpp")
         if max_bytes is not None and max_bytes < 1:
@@ -477,12 +477,20 @@ class VQCodec:
                 raise FormatError(f"this .vq file asks for {work:.1f} index positions per coded byte, over the "
                                   f"limit of {max_work:g} (raise it with --max-work / max_work=)")
             own = quality is None or quality == header.quality
-            layer = bool(header.colour_block) and own and detail_target is None
+            drawn = detail_target is not None and detail_target > stages    # --detail sample adds stages
+            layer = bool(header.colour_block) and own and not drawn
             parts = container.sections(data, header, stages, refinement=bool(level), colour=layer)
             try:
                 meta = unpack_metadata(parts.metadata)
             except ValueError as e:
                 raise FormatError(f"corrupt .vq file ({e})") from None
+            values = None
+            if layer:   # cheap: a damaged layer is refused before the prior runs
+                try:
+                    values = colour.decode(parts.colour, (header.channels, *colour.grid_shape(
+                        header.width, header.height, header.colour_block)), header.colour_decays, header.colour_step)
+                except ValueError:
+                    raise FormatError("corrupt .vq payload (the colour layer does not decode)") from None
             h, w = header.grid
             # the index streams first: damaged ones are refused before the alpha plane is inflated
             idx = self.coder.decode(parts.streams, h, w, header.tiles, timings, coarse=coarse, count=header.stages)
@@ -501,13 +509,6 @@ class VQCodec:
                 alpha = None if not parts.alpha else unpack_alpha(parts.alpha, header.width, header.height)
             except ValueError as e:
                 raise FormatError(f"corrupt .vq file ({e})") from None
-            values = None
-            if layer:
-                try:
-                    values = colour.decode(parts.colour, (header.channels, *colour.grid_shape(
-                        header.width, header.height, header.colour_block)), header.colour_decays, header.colour_step)
-                except Exception:   # constriction raises AssertionError on data no encoder wrote
-                    raise FormatError("corrupt .vq payload (the colour layer does not decode)") from None
             headers.append(header)
             layers.append(values)
             extras.append((alpha, meta, header.quality if quality is None else quality, refined, level))

@@ -28,6 +28,7 @@ LOG2_BLOCKS = range(4, 9)        # block sides 16 .. 256 pixels
 MAX_STEP = 64                    # 8-bit levels
 TABLE_ONE = 1 << 16              # the frequency of symbol 0 before the cap
 CANDIDATES = ((6, 4), (7, 4), (6, 8), (5, 4))   # (log2 block, step) the encoder tries
+BAND_SAMPLES = 1 << 18           # work in bands of rows of about this many samples: memory stays small
 DB_PER_BPP = 40.0                # the encoder keeps a layer that gains at least this many dB per added bpp
 MAX_BPP = 0.25                   # ... and tries one only where the index streams take fewer bits per pixel
 
@@ -70,19 +71,28 @@ def _bits_per_decay(magnitudes: np.ndarray, step: int) -> np.ndarray:
     return out
 
 
+def _band_rows(h: int, w: int, c: int) -> int:
+    return max(1, BAND_SAMPLES // (w * c))
+
+
 def fit(original: np.ndarray, decoded: np.ndarray, log2_block: int, step: int) -> np.ndarray:
     """(H, W, C) uint8 original and decoded -> the symbols (C, gh, gw) int64: the mean error of each block
-    (the pixels of a partial block only), divided by the step, rounded, within -T..T."""
+    (the pixels of a partial block only), divided by the step, rounded, within -T..T. In bands of rows."""
     h, w, c = original.shape
     b = 1 << log2_block
     gh, gw = grid_shape(w, h, log2_block)
-    err = original.astype(np.int64) - decoded.astype(np.int64)
-    sums = np.zeros((gh * b, gw * b, c), dtype=np.int64)
-    sums[:h, :w] = err
-    sums = sums.reshape(gh, b, gw, b, c).sum((1, 3))
-    count = np.zeros((gh * b, gw * b), dtype=np.int64)
-    count[:h, :w] = 1
-    count = count.reshape(gh, b, gw, b).sum((1, 3))
+    sums = np.zeros((gh, gw, c), dtype=np.int64)
+    band = _band_rows(h, w, c)
+    for y0 in range(0, h, band):
+        y1 = min(h, y0 + band)
+        err = original[y0:y1].astype(np.int32) - decoded[y0:y1]               # (rows, W, C)
+        cols = np.zeros((y1 - y0, gw * b, c), dtype=np.int32)
+        cols[:, :w] = err
+        per_block = cols.reshape(y1 - y0, gw, b, c).sum(2, dtype=np.int64)    # (rows, gw, C)
+        np.add.at(sums, np.arange(y0, y1) // b, per_block)
+    rows = np.minimum(b, h - b * np.arange(gh))
+    cols_n = np.minimum(b, w - b * np.arange(gw))
+    count = np.outer(rows, cols_n)
     q = np.rint(sums / (count[..., None] * step)).astype(np.int64)
     t = half_width(step)
     return np.clip(q, -t, t).transpose(2, 0, 1).copy()
@@ -107,12 +117,17 @@ def decode(payload: bytes, shape: tuple[int, int, int], decays: tuple[int, ...],
     """The stream of `encode` -> symbols (C, gh, gw) int64. ValueError unless it ends exactly where it should."""
     c, gh, gw = shape
     t = half_width(step)
-    dec = SymbolDecoder(payload)
     out = np.empty((c, gh * gw), dtype=np.int64)
-    for ch, d in enumerate(decays):
-        model = constriction.stream.model.Categorical(table(d, step), perfect=False)
-        out[ch] = np.asarray(dec._coder.decode(model, gh * gw), dtype=np.int64) - t
-    dec.finish()
+    try:
+        dec = SymbolDecoder(payload)
+        for ch, d in enumerate(decays):
+            model = constriction.stream.model.Categorical(table(d, step), perfect=False)
+            out[ch] = np.asarray(dec.decode_with(model, gh * gw), dtype=np.int64) - t
+        dec.finish()
+    except MemoryError:
+        raise
+    except Exception as e:   # constriction raises AssertionError on data no encoder wrote
+        raise ValueError(f"the colour layer's stream does not decode ({type(e).__name__})") from None
     return out.reshape(c, gh, gw)
 
 
@@ -129,25 +144,54 @@ def _weights(n: int, blocks: int, log2_block: int) -> tuple[np.ndarray, np.ndarr
     return lo, hi, r
 
 
-def apply(decoded: np.ndarray, values: np.ndarray, log2_block: int, step: int, band: int = 256) -> np.ndarray:
-    """(H, W, C) uint8 decoded image + the layer -> the corrected image (a new array), in integers: each
-    pixel gets round(bilinear(q * step)) added (halves up), then is clipped to 0..255. In bands of rows, so
-    a large image needs little more than itself."""
+def _corrected_bands(decoded: np.ndarray, values: np.ndarray, log2_block: int, step: int, band: int | None = None):
+    """Yields (y0, y1, the corrected rows y0..y1 as int32): each sample gets round(bilinear(q * step)) added
+    (halves up), clipped to 0..255. int32 is exact: |q x s| <= 318 and the weights' product is at most (2B)^2 =
+    2^18, so every sum stays below 2^27."""
     h, w, c = decoded.shape
     _, gh, gw = values.shape
     b2 = 2 << log2_block
-    v = values.transpose(1, 2, 0).astype(np.int64) * step                 # (gh, gw, C)
+    v = values.transpose(1, 2, 0).astype(np.int32) * step                 # (gh, gw, C)
     xl, xh, xr = _weights(w, gw, log2_block)
-    rows = (v[:, xl] * (b2 - xr)[None, :, None] + v[:, xh] * xr[None, :, None])   # (gh, W, C), x 2B
     yl, yh, yr = _weights(h, gh, log2_block)
-    out = np.empty_like(decoded)
+    xr, yr = xr.astype(np.int32), yr.astype(np.int32)
     den = b2 * b2
+    band = band or _band_rows(h, w, c)
     for y0 in range(0, h, band):
         y1 = min(h, y0 + band)
-        num = rows[yl[y0:y1]] * (b2 - yr[y0:y1])[:, None, None] + rows[yh[y0:y1]] * yr[y0:y1][:, None, None]
+        a0, a1 = int(yl[y0]), int(yh[y1 - 1]) + 1                            # the block rows this band needs
+        sub = v[a0:a1]
+        rows = sub[:, xl] * (b2 - xr)[None, :, None] + sub[:, xh] * xr[None, :, None]   # (k, W, C), x 2B
+        num = (rows[yl[y0:y1] - a0] * (b2 - yr[y0:y1])[:, None, None]
+               + rows[yh[y0:y1] - a0] * yr[y0:y1][:, None, None])
         corr = np.floor_divide(num + den // 2, den)
-        out[y0:y1] = np.clip(decoded[y0:y1].astype(np.int64) + corr, 0, 255)
+        yield y0, y1, np.clip(decoded[y0:y1] + corr, 0, 255)
+
+
+def apply(decoded: np.ndarray, values: np.ndarray, log2_block: int, step: int, band: int | None = None) -> np.ndarray:
+    """(H, W, C) uint8 decoded image + the layer -> the corrected image (a new array), in integers. In bands of
+    about BAND_SAMPLES samples, so a large image needs little more than itself and its output."""
+    out = np.empty_like(decoded)
+    for y0, y1, rows in _corrected_bands(decoded, values, log2_block, step, band):
+        out[y0:y1] = rows
     return out
+
+
+def _sse(original: np.ndarray, decoded: np.ndarray, values: np.ndarray | None = None, log2_block: int = 0,
+         step: int = 0) -> float:
+    """Squared error of the decoded image against the original, with the layer if values are given; in bands."""
+    h, w, c = original.shape
+    total = 0
+    if values is None:
+        band = _band_rows(h, w, c)
+        for y0 in range(0, h, band):
+            e = original[y0:y0 + band].astype(np.int32) - decoded[y0:y0 + band]
+            total += int(np.einsum("ijk,ijk->", e, e, dtype=np.int64))
+        return float(total)
+    for y0, y1, rows in _corrected_bands(decoded, values, log2_block, step):
+        e = original[y0:y1].astype(np.int32) - rows
+        total += int(np.einsum("ijk,ijk->", e, e, dtype=np.int64))
+    return float(total)
 
 
 @dataclass(frozen=True)
@@ -170,8 +214,7 @@ def choose(original: np.ndarray, decoded: np.ndarray, candidates=CANDIDATES, db_
     """The encoder's decision: the candidate layer with the best gain in dB less db_per_bpp x its added bits
     per pixel, if that is positive; else None (no layer)."""
     h, w, _ = original.shape
-    ref = original.astype(np.int64)
-    sse0 = float(((ref - decoded) ** 2).sum())
+    sse0 = _sse(original, decoded)
     if sse0 == 0:
         return None
     best, best_score = None, 0.0
@@ -181,7 +224,7 @@ def choose(original: np.ndarray, decoded: np.ndarray, candidates=CANDIDATES, db_
             continue
         decays, stream = encode(values, step)
         layer = Layer(log2_block, step, decays, stream, values)
-        sse1 = float(((ref - apply(decoded, values, log2_block, step)) ** 2).sum())
+        sse1 = _sse(original, decoded, values, log2_block, step)
         gain_db = 10 * np.log10(sse0 / max(sse1, 1e-9))
         score = gain_db - db_per_bpp * 8 * layer.cost_bytes / (h * w)
         if score > best_score:

@@ -67,6 +67,10 @@ class SymbolDecoder:
             return np.zeros(0, dtype=np.int64)
         return np.asarray(self._coder.decode(_MODEL, cap_probabilities(freqs)), dtype=np.int64)
 
+    def decode_with(self, model, n: int) -> np.ndarray:
+        """n symbols of one fixed constriction model (a table that does not change from symbol to symbol)."""
+        return np.asarray(self._coder.decode(model, n), dtype=np.int64)
+
     def finish(self) -> None:
         """Raise ValueError unless the stream ends exactly here: its check symbol, then no more data."""
         check = int(self._coder.decode(_CHECK_MODEL, 1)[0])
@@ -121,7 +125,7 @@ class TableSet:
         order, ts, bounds = self._groups(table)
         for i, t in enumerate(ts):
             n = int(bounds[i + 1] - bounds[i])
-            got = np.asarray(dec._coder.decode(self._model(int(t)), n), dtype=np.int64)
+            got = dec.decode_with(self._model(int(t)), n)
             out[order[bounds[i]:bounds[i + 1]]] = got - self.halves[t]
         dec.finish()
         return out
