@@ -265,6 +265,20 @@ def test_export_measures_the_ladder_on_held_out_photos_and_writes_16_bit_weights
     top = codec.compress(image, codec.qualities[-1])
     assert codec.decompress(top).size == image.size
 
+    # each point was kept as it was measured; a stopped export resumes from those kept under the same weights
+    lines = (out / "export" / "ladder_points.jsonl").read_text().splitlines()
+    assert len(lines) == len(points) and len({json.loads(x)["key"] for x in lines}) == 1
+    kept = [json.loads(x) for x in lines[:4]]
+    kept[3]["point"]["psnr"] = 99.0                                        # proves that it was reused, not remeasured
+    (out / "export" / "ladder_points.jsonl").write_text("".join(json.dumps(x) + "\n" for x in kept) + '{"key": "')
+    state = json.loads((out / "phases.json").read_text())
+    del state["export"]
+    (out / "phases.json").write_text(json.dumps(state))
+    res = CliRunner().invoke(cli, ["train", "--recipe", str(path), "--out", str(out), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    again = json.loads((out / "tiny-r" / "training_report.json").read_text())["ladder_points"]
+    assert again[3]["psnr"] == 99.0 and again[:3] == points[:3] and again[4:] == points[4:]
+
 
 def test_coarse_codes_from_a_shipped_model_need_its_stage_0(tiny):
     path, out = tiny

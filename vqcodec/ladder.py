@@ -9,6 +9,8 @@ above it, each at least 8 % more bits than the one before (no near-duplicate qua
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import numpy as np
 
@@ -21,13 +23,27 @@ def candidates(cfg) -> object:
     return dataclasses.replace(cfg, vq_qualities=cfg.num_stages, refine_ladder=pairs)
 
 
-def measure(codec, images) -> list[dict]:
+def measure(codec, images, cache: Path | None = None, key: str = "") -> list[dict]:
     """codec: a model with candidates() as its qualities; images: PIL images -> one point per quality above the
-    coarse ones: k (0 for a VQ level), b, mean bpp, mean PSNR."""
+    coarse ones: k (0 for a VQ level), b, mean bpp, mean PSNR. cache: a JSON-lines file that keeps each point as
+    it is measured, so that a stopped export goes on where it was; its lines count only under the same key (the
+    caller's fingerprint of the weights and photos)."""
     cfg = codec.cfg
     qualities = range(len(cfg.coarse_sizes) + 1, cfg.num_qualities + 1)
+    done = {}
+    if cache is not None and cache.exists():
+        for line in cache.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:   # a line cut short when the run stopped
+                continue
+            if isinstance(rec, dict) and rec.get("key") == key:
+                done[rec["quality"]] = rec["point"]
     points = []
     for q in tqdm(qualities, desc="ladder", unit="quality"):
+        if q in done:
+            points.append(done[q])
+            continue
         bpp, psnr = [], []
         for im in images:
             data = codec.compress(im, q)
@@ -37,6 +53,9 @@ def measure(codec, images) -> list[dict]:
             psnr.append(10 * np.log10(255 ** 2 / max(mse, 1e-10)))
         points.append(dict(k=cfg.refine_level(q), b=cfg.quality_plan(q)[0], bpp=round(float(np.mean(bpp)), 5),
                            psnr=round(float(np.mean(psnr)), 4)))
+        if cache is not None:
+            with cache.open("a") as f:
+                f.write(json.dumps(dict(key=key, quality=q, point=points[-1])) + "\n")
     return points
 
 

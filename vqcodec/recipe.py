@@ -14,6 +14,7 @@ that a model folder always says how it was made. The held-out photos (holdout.py
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import random
@@ -387,8 +388,9 @@ def run_phase(run: Run, phase: Phase) -> bool:
             prior, coarse = IntegerPrior(run.cfg, tensors), coarse_codes(run)
         from .holdout import split
 
+        (run.out / phase.name).mkdir(parents=True, exist_ok=True)
         weights, cfg, extra = export_weights(run.autoencoder().cpu().eval(), s, run.train_paths(), prior, coarse,
-                                             split(run.data)[1])
+                                             split(run.data)[1], cache=run.out / phase.name / "ladder_points.jsonl")
         folder = run.out / run.recipe.name
         report = dict(recipe=run.recipe.name, phases={k: v for k, v in run.state.items()},
                       total_wall_s=sum(v.get("wall_s", 0) for v in run.state.values()), **extra)
@@ -407,11 +409,13 @@ def run_phase(run: Run, phase: Phase) -> bool:
     raise ValueError(f"unknown phase kind {phase.kind!r}")
 
 
-def export_weights(ae, s: ExportSettings, train_paths: list[Path], prior=None, coarse=None, held=None):
+def export_weights(ae, s: ExportSettings, train_paths: list[Path], prior=None, coarse=None, held=None,
+                   cache: Path | None = None):
     """A trained autoencoder -> (the model's weights file, its config with the qualities of s, a report). prior
     and coarse: the integer prior and coarse codes (None: those of s.prior_from). A model with refinement gets
     its integer refinement, calibrated on 32 training crops of 128x128 (smaller where the photos are); with
-    refine_ladder "auto", its ladder is measured on the held-out photos held ([(path, kind)], ladder.py)."""
+    refine_ladder "auto", its ladder is measured on the held-out photos held ([(path, kind)], ladder.py), each
+    point kept in cache as it is measured (a stopped export resumes there)."""
     from .codec import VQCodec, load_codec
 
     if s.prior_from is not None:
@@ -441,8 +445,11 @@ def export_weights(ae, s: ExportSettings, train_paths: list[Path], prior=None, c
         if not ae.cfg.refine_levels or not held:
             raise ValueError("export: refine_ladder auto needs a model with refinement and held-out photos")
         ae.cfg = ladder.candidates(ae.cfg)
-        codec = VQCodec.from_bytes(VQCodec.serialize(ae, prior, coarse, refinement, half=s.half), ae.cfg)
-        points = ladder.measure(codec, [Image.fromarray(load_holdout_image(p, k)) for p, k in held])
+        weights = VQCodec.serialize(ae, prior, coarse, refinement, half=s.half)
+        codec = VQCodec.from_bytes(weights, ae.cfg)
+        images = [Image.fromarray(load_holdout_image(p, k)) for p, k in held]
+        key = hashlib.sha256(weights + json.dumps([[str(p), k] for p, k in held]).encode()).hexdigest()[:16]
+        points = ladder.measure(codec, images, cache, key)
         vq, steps = ladder.choose(points)
         report = dict(ladder_points=points, photos=len(held))
     else:
