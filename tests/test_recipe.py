@@ -326,3 +326,34 @@ def test_transform_weight_applies_from_transform_from(tiny, monkeypatch):
     res = CliRunner().invoke(cli, ["train", "--recipe", str(path), "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert len(calls) == 2                             # steps 3 and 4 of 0..4
+
+
+def test_transform_weight_may_be_a_schedule_by_step(tiny, monkeypatch):
+    """[[step, weight], ...]: each weight from its step (what a run that raised the weight mid-way did)."""
+    import vqcodec.train as train
+
+    weights = []
+    real = train.unquantized_mse
+    monkeypatch.setattr(train, "unquantized_mse", lambda *a, **k: real(*a, **k) * 0)
+    real_at = train.AutoencoderSettings.transform_weight_at
+    monkeypatch.setattr(train.AutoencoderSettings, "transform_weight_at",
+                        lambda self, step: weights.append((step, real_at(self, step))) or real_at(self, step))
+    path, out = tiny
+    recipe = json.loads(path.read_text())
+    recipe["phases"] = [dict(TINY_PHASES[0], steps=6, eval_every=0, transform_weight=[[2, 1.0], [4, 3.0]])]
+    path.write_text(json.dumps(recipe))
+    res = CliRunner().invoke(cli, ["train", "--recipe", str(path), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert sorted(set(weights)) == [(0, 0.0), (1, 0.0), (2, 1.0), (3, 1.0), (4, 3.0), (5, 3.0)]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ([[4, 1.0], [2, 3.0]], "rising steps"), ([], "rising steps"), ([[0, -1.0]], "weights >= 0"),
+    ([[0, "x"]], "a number or [[step, weight]"), ([1, 2], "a number or [[step, weight]")])
+def test_a_bad_transform_schedule_is_one_line(tiny, bad, message):
+    path, out = tiny
+    recipe = json.loads(path.read_text())
+    recipe["phases"] = [dict(TINY_PHASES[0], transform_weight=bad)]
+    path.write_text(json.dumps(recipe))
+    res = CliRunner().invoke(cli, ["train", "--recipe", str(path), "--out", str(out)])
+    assert res.exit_code != 0 and res.output.startswith("Error: ") and message in res.output, res.output

@@ -297,9 +297,31 @@ class AutoencoderSettings:
                                      # from a model with code costs, whose rare codes are meant to be rare
     checkpoint_minutes: float = 10.0
     init_from: str | None = None     # a trained model (shipped name or folder) to start from
-    transform_weight: float = 0.0    # models with refinement: + this x the MSE of the unquantized values decoded at
-                                     # the finest level's entry, on a quarter of each batch (keeps the ceiling up)
-    transform_from: int = 0          # the step from which transform_weight applies (vqf8-r1 added it mid-run)
+    transform_weight: float | tuple = 0.0  # models with refinement: + this x the MSE of the unquantized values
+                                     # decoded at the finest level's entry, on a quarter of each batch (keeps the
+                                     # ceiling up); or a schedule [[step, weight], ...]: each weight from its step
+    transform_from: int = 0          # the step from which a single transform_weight applies
+
+    def __post_init__(self):
+        w = self.transform_weight
+        if isinstance(w, (tuple, list)):
+            try:
+                pairs = tuple((int(a), float(b)) for a, b in w)
+            except (TypeError, ValueError):
+                raise ValueError(f"transform_weight: a number or [[step, weight], ...], not {list(w)!r}") from None
+            steps = [a for a, _ in pairs]
+            if not pairs or steps != sorted(set(steps)) or steps[0] < 0 or any(b < 0 for _, b in pairs):
+                raise ValueError("transform_weight's schedule needs rising steps from 0 up and weights >= 0")
+            if self.transform_from:
+                raise ValueError("transform_from goes with a single transform_weight, not with a schedule")
+            object.__setattr__(self, "transform_weight", pairs)
+
+    def transform_weight_at(self, step: int) -> float:
+        """The weight of the unquantized reconstruction's loss at this step (0: not computed)."""
+        w = self.transform_weight
+        if isinstance(w, tuple):
+            return next((b for a, b in reversed(w) if step >= a), 0.0)
+        return float(w) if step >= self.transform_from else 0.0
 
     def refine_lambda(self, levels: int) -> torch.Tensor:
         """(L,) rate weight per refinement level, from refine_lambdas[0] down to refine_lambdas[1]."""
@@ -483,8 +505,8 @@ def train_autoencoder(cfg: ModelConfig, images, out_dir: Path, settings: Autoenc
             lam = torch.where(refined, lambdas.to(device)[(levels - cfg.num_stages - 1).clamp_min(0)], 0.0)
             loss_per = mse_per + lam * bits / (x.shape[2] * x.shape[3])
         loss = loss_per.mean() + 0.25 * commit
-        if st.transform_weight and step >= st.transform_from:
-            loss = loss + st.transform_weight * unquantized_mse(model, x[:max(1, batch_size // 4)], st.bf16)
+        if st.transform_weight_at(step):
+            loss = loss + st.transform_weight_at(step) * unquantized_mse(model, x[:max(1, batch_size // 4)], st.bf16)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
