@@ -95,6 +95,18 @@ def test_fit_recovers_a_colour_shift_and_choose_keeps_it_only_where_it_pays():
     assert colour.choose(original, noisy) is None                           # no large-area error: not worth a byte
 
 
+def test_fit_gives_the_least_squares_surface_not_the_block_means():
+    """An error that is itself a bilinear surface of values q x step comes back as q: block means would flatten
+    the alternating pattern (each block's mean mixes in its neighbours' values)."""
+    rng = np.random.default_rng(1)
+    decoded = rng.integers(80, 170, (200, 300, 3), dtype=np.uint8)
+    q = np.where(np.indices((13, 19)).sum(0) % 2 == 0, 3, -3)[None].repeat(3, 0) * np.array([1, -1, 2])[:, None, None]
+    original = colour.apply(decoded, q, 4, 4)                   # no clipping: |q x 4| <= 24 within 80..170
+    assert np.array_equal(colour.fit(original, decoded, 4, 4), q)
+    means = (original.astype(float) - decoded)[:192, :288].reshape(12, 16, 18, 16, 3).mean((1, 3))
+    assert np.abs(np.rint(means / 4).transpose(2, 0, 1) - q[:, :12, :18]).max() >= 2
+
+
 @pytest.fixture(autouse=True)
 def any_rate(monkeypatch):
     """The tiny random model's files take more than colour.MAX_BPP: let the encoder try the layer anyway."""

@@ -2,9 +2,10 @@
 decoded image's colour.
 
 At the low qualities a flat area can only take one of a few hundred colours per stage, so the decoded image's
-mean colour drifts over large areas (experiments/colour-layer.md). The layer codes the decoded image's error
-averaged over B x B blocks, per channel of the decoded mode, rounded to a step s (8-bit levels), and the
-decoder adds it back, bilinearly between block centres, in integers:
+mean colour drifts over large areas (experiments/colour-layer.md). The layer codes one value per B x B block
+and channel of the decoded mode, a multiple of a step s (8-bit levels), and the decoder adds them back,
+bilinearly between block centres, in integers; the encoder picks the values (least squares) so that this
+surface follows the decoded image's error:
 
     fit(original, decoded, log2_block, step) -> values (C, gh, gw): symbols q, the correction is q * step
     encode(values, step) -> (decays, stream);  decode(stream, shape, decays, step) -> values
@@ -76,26 +77,66 @@ def _band_rows(h: int, w: int, c: int) -> int:
 
 
 def fit(original: np.ndarray, decoded: np.ndarray, log2_block: int, step: int) -> np.ndarray:
-    """(H, W, C) uint8 original and decoded -> the symbols (C, gh, gw) int64: the mean error of each block
-    (the pixels of a partial block only), divided by the step, rounded, within -T..T. In bands of rows."""
+    """(H, W, C) uint8 original and decoded -> the symbols (C, gh, gw) int64: per channel, the least-squares
+    values of the decoder's bilinear surface for the error (original - decoded), divided by the step, rounded,
+    within -T..T. Separable: with Wy (H, gh) and Wx (W, gw) the bilinear weights along each axis, the values V
+    minimise |E - Wy V Wx^T|^2, so Gy V Gx = Wy^T E Wx with the tridiagonal Gram matrices G = W^T W. A constant
+    error gives the constant (the weights of a pixel sum to 1). The sums run in bands of rows; the encoder alone
+    computes this (in float64), the decoder only adds the values back."""
     h, w, c = original.shape
-    b = 1 << log2_block
     gh, gw = grid_shape(w, h, log2_block)
-    sums = np.zeros((gh, gw, c), dtype=np.int64)
+    ax, ay = _axis_weights(w, gw, log2_block), _axis_weights(h, gh, log2_block)
+    rhs = np.zeros((gh, gw, c))
     band = _band_rows(h, w, c)
     for y0 in range(0, h, band):
         y1 = min(h, y0 + band)
-        err = original[y0:y1].astype(np.int32) - decoded[y0:y1]               # (rows, W, C)
-        cols = np.zeros((y1 - y0, gw * b, c), dtype=np.int32)
-        cols[:, :w] = err
-        per_block = cols.reshape(y1 - y0, gw, b, c).sum(2, dtype=np.int64)    # (rows, gw, C)
-        np.add.at(sums, np.arange(y0, y1) // b, per_block)
-    rows = np.minimum(b, h - b * np.arange(gh))
-    cols_n = np.minimum(b, w - b * np.arange(gw))
-    count = np.outer(rows, cols_n)
-    q = np.rint(sums / (count[..., None] * step)).astype(np.int64)
+        err = (original[y0:y1].astype(np.int32) - decoded[y0:y1]).astype(np.float64)   # (rows, W, C)
+        per_row = _to_blocks(err, *ax, gw, axis=1)                                      # (rows, gw, C)
+        rhs += _to_blocks(per_row, *(a[y0:y1] for a in ay), gh, axis=0)
+    v = _solve_gram(ay, gh, rhs)                                          # Gy^-1 (Wy^T E Wx), along y
+    v = _solve_gram(ax, gw, v.transpose(1, 0, 2)).transpose(1, 0, 2)      # ... Gx^-1, along x
     t = half_width(step)
-    return np.clip(q, -t, t).transpose(2, 0, 1).copy()
+    return np.clip(np.rint(v / step), -t, t).astype(np.int64).transpose(2, 0, 1).copy()
+
+
+def _axis_weights(n: int, blocks: int, log2_block: int):
+    """The decoder's bilinear weights along one axis as floats: (lower block, upper block, their weights); a
+    pixel beyond the outer centres has its whole weight on the one block."""
+    lo, hi, r = _weights(n, blocks, log2_block)
+    w_hi = np.where(lo == hi, 0.0, r / (2 << log2_block))
+    return lo, hi, 1.0 - w_hi, w_hi
+
+
+def _to_blocks(a: np.ndarray, lo, hi, w_lo, w_hi, blocks: int, axis: int) -> np.ndarray:
+    """W^T a along axis: each pixel's values, weighted, summed into its two blocks (lo and hi are sorted)."""
+    shape = [1] * a.ndim
+    shape[axis] = -1
+    out_shape = list(a.shape)
+    out_shape[axis] = blocks
+    out = np.zeros(out_shape)
+    for idx, wt in ((lo, w_lo), (hi, w_hi)):
+        starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
+        sel = [slice(None)] * a.ndim
+        sel[axis] = idx[starts]
+        out[tuple(sel)] += np.add.reduceat(a * wt.reshape(shape), starts, axis=axis)
+    return out
+
+
+def _solve_gram(weights, blocks: int, rhs: np.ndarray) -> np.ndarray:
+    """G^-1 rhs along axis 0, G = W^T W tridiagonal (symmetric, positive definite: every block has pixels of
+    positive weight), by the Thomas algorithm, vectorised over the other axes."""
+    lo, hi, w_lo, w_hi = weights
+    diag = (np.bincount(lo, w_lo * w_lo, minlength=blocks) + np.bincount(hi, w_hi * w_hi, minlength=blocks))
+    off = np.bincount(lo, w_lo * w_hi, minlength=blocks)[:blocks - 1]                 # G[j, j + 1]
+    d, b = rhs.astype(np.float64).copy(), diag.copy()
+    for i in range(1, blocks):
+        m = off[i - 1] / b[i - 1]
+        b[i] -= m * off[i - 1]
+        d[i] -= m * d[i - 1]
+    d[-1] /= b[-1]
+    for i in range(blocks - 2, -1, -1):
+        d[i] = (d[i] - off[i] * d[i + 1]) / b[i]
+    return d
 
 
 def encode(values: np.ndarray, step: int) -> tuple[tuple[int, ...], bytes]:
