@@ -278,6 +278,13 @@ def test_export_measures_the_ladder_on_held_out_photos_and_writes_16_bit_weights
     assert res.exit_code == 0, res.output
     again = json.loads((out / "tiny-r" / "training_report.json").read_text())["ladder_points"]
     assert again[3]["psnr"] == 99.0 and again[:3] == points[:3] and again[4:] == points[4:]
+    kept = []                                     # the cut line stays alone: every new record is whole
+    for line in (out / "export" / "ladder_points.jsonl").read_text().splitlines():
+        try:
+            kept.append(json.loads(line)["quality"])
+        except (ValueError, KeyError):
+            pass
+    assert sorted(kept) == sorted(set(kept)) and len(kept) == len(points)
 
 
 def test_coarse_codes_from_a_shipped_model_need_its_stage_0(tiny):

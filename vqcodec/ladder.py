@@ -30,15 +30,22 @@ def measure(codec, images, cache: Path | None = None, key: str = "") -> list[dic
     caller's fingerprint of the weights and photos)."""
     cfg = codec.cfg
     qualities = range(len(cfg.coarse_sizes) + 1, cfg.num_qualities + 1)
-    done = {}
+    done, sep = {}, ""
     if cache is not None and cache.exists():
-        for line in cache.read_text().splitlines():
+        text = cache.read_text(errors="replace")
+        sep = "\n" if text and not text.endswith("\n") else ""   # a line cut short: the next record starts anew
+        for line in text.splitlines():
             try:
                 rec = json.loads(line)
             except ValueError:   # a line cut short when the run stopped
                 continue
-            if isinstance(rec, dict) and rec.get("key") == key:
-                done[rec["quality"]] = rec["point"]
+            if not isinstance(rec, dict) or rec.get("key") != key:
+                continue
+            q, p = rec.get("quality"), rec.get("point")
+            if type(q) is int and q in qualities and isinstance(p, dict) and p.get("k") == cfg.refine_level(q) \
+                    and p.get("b") == cfg.quality_plan(q)[0] \
+                    and all(type(p.get(f)) in (int, float) for f in ("bpp", "psnr")):   # else measured again
+                done[q] = p
     points = []
     for q in tqdm(qualities, desc="ladder", unit="quality"):
         if q in done:
@@ -55,7 +62,8 @@ def measure(codec, images, cache: Path | None = None, key: str = "") -> list[dic
                            psnr=round(float(np.mean(psnr)), 4)))
         if cache is not None:
             with cache.open("a") as f:
-                f.write(json.dumps(dict(key=key, quality=q, point=points[-1])) + "\n")
+                f.write(sep + json.dumps(dict(key=key, quality=q, point=points[-1])) + "\n")
+            sep = ""
     return points
 
 

@@ -277,6 +277,10 @@ def freeze_vq_side(model: VQAutoencoder) -> None:
     model.rvq.frozen = True
 
 
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 @dataclass(frozen=True)
 class AutoencoderSettings:
     """How the autoencoder phase trains (a recipe's "autoencoder" phase)."""
@@ -306,15 +310,19 @@ class AutoencoderSettings:
         w = self.transform_weight
         if isinstance(w, (tuple, list)):
             try:
+                if not all(_number(a) and math.isfinite(a) and a == int(a) and _number(b) for a, b in w):
+                    raise TypeError
                 pairs = tuple((int(a), float(b)) for a, b in w)
             except (TypeError, ValueError):
                 raise ValueError(f"transform_weight: a number or [[step, weight], ...], not {list(w)!r}") from None
             steps = [a for a, _ in pairs]
-            if not pairs or steps != sorted(set(steps)) or steps[0] < 0 or any(b < 0 for _, b in pairs):
+            if not pairs or steps != sorted(set(steps)) or steps[0] < 0 or not all(0 <= b < math.inf for _, b in pairs):
                 raise ValueError("transform_weight's schedule needs rising steps from 0 up and weights >= 0")
             if self.transform_from:
                 raise ValueError("transform_from goes with a single transform_weight, not with a schedule")
             object.__setattr__(self, "transform_weight", pairs)
+        elif not (_number(w) and 0 <= w < math.inf):
+            raise ValueError(f"transform_weight: a number >= 0 or [[step, weight], ...], not {w!r}")
 
     def transform_weight_at(self, step: int) -> float:
         """The weight of the unquantized reconstruction's loss at this step (0: not computed)."""
