@@ -30,22 +30,7 @@ def measure(codec, images, cache: Path | None = None, key: str = "") -> list[dic
     caller's fingerprint of the weights and photos)."""
     cfg = codec.cfg
     qualities = range(len(cfg.coarse_sizes) + 1, cfg.num_qualities + 1)
-    done, sep = {}, ""
-    if cache is not None and cache.exists():
-        text = cache.read_text(errors="replace")
-        sep = "\n" if text and not text.endswith("\n") else ""   # a line cut short: the next record starts anew
-        for line in text.splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:   # a line cut short when the run stopped
-                continue
-            if not isinstance(rec, dict) or rec.get("key") != key:
-                continue
-            q, p = rec.get("quality"), rec.get("point")
-            if type(q) is int and q in qualities and isinstance(p, dict) and p.get("k") == cfg.refine_level(q) \
-                    and p.get("b") == cfg.quality_plan(q)[0] \
-                    and all(type(p.get(f)) in (int, float) for f in ("bpp", "psnr")):   # else measured again
-                done[q] = p
+    done, sep = _kept_points(cache, key, cfg, qualities)
     points = []
     for q in tqdm(qualities, desc="ladder", unit="quality"):
         if q in done:
@@ -65,6 +50,28 @@ def measure(codec, images, cache: Path | None = None, key: str = "") -> list[dic
                 f.write(sep + json.dumps(dict(key=key, quality=q, point=points[-1])) + "\n")
             sep = ""
     return points
+
+
+def _kept_points(cache: Path | None, key: str, cfg, qualities) -> tuple[dict, str]:
+    """The points a stopped export kept under this key ({quality: point}; anything malformed or of another
+    quality plan is measured again), and the separator the next record needs after a line cut short."""
+    if cache is None or not cache.exists():
+        return {}, ""
+    text = cache.read_text(errors="replace")
+    done = {}
+    for line in text.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:   # a line cut short when the run stopped
+            continue
+        if not isinstance(rec, dict) or rec.get("key") != key:
+            continue
+        q, p = rec.get("quality"), rec.get("point")
+        if (type(q) is int and q in qualities and isinstance(p, dict) and p.get("k") == cfg.refine_level(q)
+                and p.get("b") == cfg.quality_plan(q)[0]
+                and all(type(p.get(f)) in (int, float) for f in ("bpp", "psnr"))):
+            done[q] = p
+    return done, ("\n" if text and not text.endswith("\n") else "")
 
 
 def upper_hull(points: list[dict]) -> list[dict]:
