@@ -20,6 +20,7 @@ def main():
     ap.add_argument("--points", default="vq1,vq10,r4b5,r8b5", help="the curve's points to show")
     args = ap.parse_args()
     rows = [json.loads(line) for line in open(args.curve) if line.strip()]
+    rows = list({r["step"]: r for r in rows}.values())   # a resumed run measures a step again: the last counts
     rows = [r for r in rows if r["step"] % args.every == 0] + ([rows[-1]] if rows[-1]["step"] % args.every else [])
     cols = args.points.split(",")
     ceiling = any("transform_psnr" in r for r in rows)   # curves from 2026-12-03 on: the unquantized transform
