@@ -53,8 +53,9 @@ def test_rate_and_quality_at_every_level(codec, photo):
     assert list(bpps) == sorted(bpps) and list(dbs) == sorted(dbs)
 
 
-@pytest.mark.parametrize("quality", [1, 4])  # 1: the lowest level (coarse, when the model has coarse levels)
-def test_same_pixels_twice_and_same_indices_across_thread_counts(codec, photo, quality):
+@pytest.mark.parametrize("quality", [1, 4, "top"])  # 1: the lowest level (coarse, when the model has coarse
+def test_same_pixels_twice_and_same_indices_across_thread_counts(codec, photo, quality):  # levels); top: refined
+    quality = codec.qualities[-1] if quality == "top" else quality                       # when it has refinement
     data = codec.compress(photo, quality)
     assert np.array_equal(np.asarray(codec.decompress(data)), np.asarray(codec.decompress(data)))
     header = codec.read_header(data)
